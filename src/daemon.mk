@@ -1,0 +1,1 @@
+# src/ daemon build fragment

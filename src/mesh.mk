@@ -1,0 +1,1 @@
+# src/ mesh build fragment
