@@ -1,0 +1,1 @@
+# crdt/ extras: hlc, resolvers, models (crdt helper)
