@@ -6,11 +6,11 @@
 #include <stdint.h>
 
 #define CRDT_F_TOMBSTONE 0x01u /**< a delete (or an expired record kept for its grace period) */
-#define CRDT_F_SIGNED 0x02u    /**< sig holds the origin's Ed25519 signature */
-#define CRDT_F_EXPIRED 0x04u   /**< a tombstone made by expiry, not by a delete */
+#define CRDT_F_SIGNED    0x02u /**< sig holds the origin's Ed25519 signature */
+#define CRDT_F_EXPIRED   0x04u /**< a tombstone made by expiry, not by a delete */
 
 #define CRDT_MAX_ORIGIN 64 /**< node ids are at most this many bytes */
-#define CRDT_SIG_LEN 64
+#define CRDT_SIG_LEN    64
 
 /**
  * A record as passed between layers: every pointer is borrowed. Keys are
@@ -22,13 +22,13 @@ struct crdt_rec_view {
     const uint8_t *value; /**< NULL for tombstones */
     size_t value_len;
     uint64_t version;
-    uint64_t hlc;           /**< hybrid logical clock timestamp of the write */
-    const char *origin;     /**< writer's node id */
+    uint64_t hlc;       /**< hybrid logical clock timestamp of the write */
+    const char *origin; /**< writer's node id */
     size_t origin_len;
-    uint8_t precedence;     /**< resolver bias among writes of the same version */
-    uint8_t flags;          /**< CRDT_F_* */
-    int64_t expires_at;     /**< absolute wall-clock ms; 0 = never */
-    const uint8_t *sig;     /**< CRDT_SIG_LEN bytes when flags & CRDT_F_SIGNED */
+    uint8_t precedence; /**< resolver bias among writes of the same version */
+    uint8_t flags;      /**< CRDT_F_* */
+    int64_t expires_at; /**< absolute wall-clock ms; 0 = never */
+    const uint8_t *sig; /**< CRDT_SIG_LEN bytes when flags & CRDT_F_SIGNED */
 };
 
 /**

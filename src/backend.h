@@ -11,6 +11,9 @@
 struct sm_backend;
 struct sm_metrics;
 
+/** Node ids are 1..SM_MAX_NODE_ID bytes. */
+#define SM_MAX_NODE_ID 64
+
 /**
  * Backend operations. The store front validates keys, values and TTLs before
  * calling these, so backends see only well-formed input.
@@ -19,6 +22,12 @@ struct sm_metrics;
  * must run @p cb exactly once, later, from the loop (never from inside the
  * call); an operation that returns < 0 must not run it. close() completes
  * every pending operation with SM_ECLOSED before returning.
+ *
+ * get_multi completes with status 0 (unless the whole operation failed) and
+ * one entry per key in request order, a missing key as an entry with status
+ * SM_ENOTFOUND; the front turns that into the status of a single sm_get().
+ * set_multi/del report the written version in res->version. Lock operations
+ * fill res->lock.
  *
  * Input pointers (keys, values, tokens) are borrowed only during the call:
  * copy what you keep. Optional entries may be NULL: the front answers
@@ -81,8 +90,8 @@ int sm_store_seterr(struct sm_store *st, int err, const char *fmt, ...)
 /** Option helpers: read an option of @p cfg with a default. */
 const char *sm_cfg_str(const struct sm_config *cfg, const char *key, const char *def);
 /** Parse an unsigned option; SM_ECONFIG with a message on bad input. */
-int sm_cfg_u64(const struct sm_config *cfg, const char *key, uint64_t def, uint64_t *out,
-               char *err, size_t errlen);
+int sm_cfg_u64(const struct sm_config *cfg, const char *key, uint64_t def, uint64_t *out, char *err,
+               size_t errlen);
 /** Parse a duration option ("250ms", "2s", "1m", bare number = ms). */
 int sm_cfg_ms(const struct sm_config *cfg, const char *key, uint64_t def, uint64_t *out, char *err,
               size_t errlen);
@@ -98,6 +107,9 @@ int sm_cfg_foreach(const struct sm_config *cfg, const char *prefix,
 size_t sm_cfg_nroutes(const struct sm_config *cfg);
 void sm_cfg_route_at(const struct sm_config *cfg, size_t i, const char **prefix,
                      const char **backend);
+
+/** strdup() through malloc (so tests can inject allocation failure). */
+char *sm_strdup(const char *s);
 
 /** Limits in force for this store. */
 size_t sm_store_max_key(const struct sm_store *st);

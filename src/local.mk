@@ -1,3 +1,3 @@
-# src/ core: public API, store front, local backend, metrics
-libsmcore_la_SOURCES += src/error.c
-noinst_HEADERS += src/backend.h src/metrics.h
+# src/ core: public API, store front, local backend, metrics (lead)
+libsmcore_la_SOURCES += src/error.c src/config.c src/metrics.c src/store.c src/backend_local.c
+noinst_HEADERS += src/backend.h src/metrics.h src/localcore.h

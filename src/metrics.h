@@ -2,6 +2,7 @@
 #ifndef SM_METRICS_H
 #define SM_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 

@@ -65,9 +65,9 @@ SM_API const char *sm_strerror(int err);
 SM_API const char *sm_errname(int err);
 
 /** Default limits. */
-#define SM_DEFAULT_MAX_KEY 256
+#define SM_DEFAULT_MAX_KEY   256
 #define SM_DEFAULT_MAX_VALUE 1024
-#define SM_MAX_TTL_MS ((uint64_t)10 * 365 * 24 * 3600 * 1000) /**< ten years */
+#define SM_MAX_TTL_MS        ((uint64_t)10 * 365 * 24 * 3600 * 1000) /**< ten years */
 
 struct ev_loop; /* libev */
 struct sm_store;
@@ -106,14 +106,14 @@ SM_API int sm_config_route(struct sm_config *cfg, const char *prefix, const char
 
 /** A record as read from a store. Every pointer is borrowed (see each call). */
 struct sm_entry {
-    const char *key;      /**< NUL-terminated key */
-    const void *value;    /**< value bytes (NULL when missing) */
-    size_t value_len;     /**< value length */
-    uint64_t version;     /**< version in the merge order (backend-specific origin) */
-    uint64_t time_ms;     /**< wall time of the write, ms since the epoch */
-    int64_t expires_ms;   /**< absolute expiry, ms since the epoch; 0 = never */
-    const char *origin;   /**< node id of the writer ("" when unknown) */
-    int status;           /**< 0, or SM_ENOTFOUND for a missing key in get_multi */
+    const char *key;    /**< NUL-terminated key */
+    const void *value;  /**< value bytes (NULL when missing) */
+    size_t value_len;   /**< value length */
+    uint64_t version;   /**< version in the merge order (backend-specific origin) */
+    uint64_t time_ms;   /**< wall time of the write, ms since the epoch */
+    int64_t expires_ms; /**< absolute expiry, ms since the epoch; 0 = never */
+    const char *origin; /**< node id of the writer ("" when unknown) */
+    int status;         /**< 0, or SM_ENOTFOUND for a missing key in get_multi */
 };
 
 /** A key/value to write in sm_set_multi(). */
@@ -236,7 +236,7 @@ struct sm_event {
     const void *value; /**< value for SET, NULL otherwise */
     size_t value_len;
     uint64_t version;
-    uint64_t time_ms;  /**< wall time of the change */
+    uint64_t time_ms;   /**< wall time of the change */
     const char *origin; /**< node id that made the change */
     uint64_t dropped;   /**< for SM_EVENT_OVERFLOW: events dropped since the last delivery */
 };
