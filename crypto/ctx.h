@@ -73,14 +73,13 @@ int smc_trust_add_cert(struct smc_ctx *c, int64_t now_ms, const struct smc_cert 
                        enum smc_reason *why);
 /** Forget node @p id (its replay window too). SM_ENOTFOUND when unknown. */
 int smc_trust_remove(struct smc_ctx *c, const char *id, size_t len);
+/** Copy the trusted certificate of node @p id into @p out. 0 or SM_ENOTFOUND. */
+int smc_trust_get(const struct smc_ctx *c, const char *id, size_t len, struct smc_cert *out);
 /**
- * The trusted certificate of node @p id, or NULL. Borrowed: valid until the
- * next call that changes the trust store (add/remove/revoke/delete).
- */
-const struct smc_cert *smc_trust_get(const struct smc_ctx *c, const char *id, size_t len);
-/**
- * The trusted certificate of @p id, encoded (for gossiping it on), or NULL;
- * same lifetime as smc_trust_get().
+ * The trusted certificate of @p id, encoded (for gossiping it on), or NULL.
+ * Borrowed: valid until the next call that changes the trust store
+ * (smc_trust_add*, smc_trust_remove, smc_ctx_revoke_*, smc_open with an
+ * attached certificate, smc_ctx_delete).
  */
 const uint8_t *smc_trust_get_encoded(const struct smc_ctx *c, const char *id, size_t len,
                                      size_t *outlen);
