@@ -219,8 +219,9 @@ static int check_limit(const struct sm_config *cfg, const char *key, uint64_t de
     return 0;
 }
 
-static const char *const front_opts[] = {"node_id",   "storage",     "max_key",
-                                         "max_value", "watch_queue", NULL};
+/* data_dir is shared: backends that persist (raft, mesh) read it themselves. */
+static const char *const front_opts[] = {"node_id",     "storage",  "max_key", "max_value",
+                                         "watch_queue", "data_dir", NULL};
 
 static int reject_unknown(const char *key, const char *value, void *arg)
 {
