@@ -281,10 +281,13 @@ static void fill_entry(const struct crdt_rec_view *v, struct sm_entry *e)
 int sm_localcore_get_now(struct sm_backend *b, const char *key, struct sm_entry *out)
 {
     struct sm_localcore *lc = (struct sm_localcore *)b;
-    const struct crdt_rec *r = crdt_replica_get(lc->rep, key, strlen(key), now_wall());
+    const struct crdt_rec *r = crdt_replica_find(lc->rep, key, strlen(key));
     if (!r) return SM_ENOTFOUND;
     struct crdt_rec_view v;
     crdt_rec_view(lc->rep, r, &v);
+    /* The clock is read only for records that can expire: most reads skip it. */
+    if ((v.flags & CRDT_F_TOMBSTONE) || (v.expires_at && v.expires_at <= now_wall()))
+        return SM_ENOTFOUND;
     fill_entry(&v, out);
     return 0;
 }
