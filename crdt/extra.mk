@@ -1,1 +1,10 @@
 # crdt/ extras: hlc, resolvers, models (crdt helper)
+libsmcore_la_SOURCES += crdt/hlc.c crdt/resolver.c crdt/mpread.c
+noinst_HEADERS += crdt/hlc.h crdt/resolver.h crdt/mpread.h
+
+# tests (crdt helper)
+noinst_HEADERS += tests/unit/crdt_prop.h
+check_PROGRAMS += tests/unit/test_crdt_hlc
+TESTS += tests/unit/test_crdt_hlc
+tests_unit_test_crdt_hlc_SOURCES = tests/unit/test_crdt_hlc.c
+tests_unit_test_crdt_hlc_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
