@@ -4,3 +4,11 @@ noinst_HEADERS += crypto/smc.h crypto/keys.h crypto/cert.h crypto/ctx.h crypto/e
 noinst_HEADERS += crypto/internal.h crypto/ctx_int.h
 libsmcore_la_SOURCES += crypto/util.c crypto/keys.c crypto/cert.c crypto/ctx.c crypto/envelope.c \
 	crypto/recsig.c
+
+# Tests (cmocka) and the envelope benchmark.
+noinst_HEADERS += tests/unit/test_crypto_util.h
+check_PROGRAMS += tests/unit/test_crypto_envelope
+TESTS += tests/unit/test_crypto_envelope
+tests_unit_test_crypto_envelope_SOURCES = tests/unit/test_crypto_envelope.c
+tests_unit_test_crypto_envelope_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_crypto_envelope_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(SODIUM_LIBS)
