@@ -22,3 +22,9 @@ TESTS += tests/unit/test_crypto_files
 tests_unit_test_crypto_files_SOURCES = tests/unit/test_crypto_files.c
 tests_unit_test_crypto_files_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_test_crypto_files_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(SODIUM_LIBS)
+check_PROGRAMS += tests/unit/test_crypto_kat
+TESTS += tests/unit/test_crypto_kat
+tests_unit_test_crypto_kat_SOURCES = tests/unit/test_crypto_kat.c
+tests_unit_test_crypto_kat_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) -DSM_TEST_SRCDIR='"$(abs_top_srcdir)"'
+tests_unit_test_crypto_kat_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(SODIUM_LIBS)
+EXTRA_DIST += tests/data/crypto/kat.txt tests/data/crypto/kat_check.py
