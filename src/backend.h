@@ -56,6 +56,11 @@ struct sm_backend_vt {
     int (*lock_release)(struct sm_backend *b, const char *name, const char *token, sm_cb cb,
                         void *arg);
     int (*members)(struct sm_backend *b, sm_member_fn fn, void *arg);
+    /**
+     * Optional: sum of the counter slots under @p prefix ("<base><name>/")
+     * whose node is live (local: every slot counts).
+     */
+    int (*counter_sum)(struct sm_backend *b, const char *prefix, int64_t *out);
     /** Optional: connection status for /metrics (1 up, 0 down). */
     int (*connected)(struct sm_backend *b);
 };

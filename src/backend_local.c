@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "localcore.h"
+#include "crdt/resolver.h"
 #include "metrics.h"
 
 #include <stdio.h>
@@ -216,7 +217,10 @@ int sm_localcore_open(struct sm_store *st, const struct sm_config *cfg, const ch
     snprintf(key, sizeof key, "%stombstone_grace", optprefix);
     if ((rc = sm_cfg_ms(cfg, key, default_grace_ms, &lc->grace_ms, err, errlen)) < 0) goto fail;
     lc->rep = crdt_replica_new();
-    if (!lc->rep) {
+    lc->resolvers = crdt_resolvers_new_default();
+    if (!lc->rep || !lc->resolvers) {
+        crdt_replica_delete(lc->rep);
+        crdt_resolvers_delete(lc->resolvers);
         rc = SM_ENOMEM;
         goto fail;
     }
@@ -262,6 +266,15 @@ void sm_localcore_close(struct sm_localcore *lc)
     lc->q = NULL;
     crdt_replica_delete(lc->rep);
     lc->rep = NULL;
+    crdt_resolvers_delete(lc->resolvers);
+    lc->resolvers = NULL;
+}
+
+int sm_localcore_counter_sum(struct sm_backend *b, const char *prefix, int64_t *out)
+{
+    struct sm_localcore *lc = (struct sm_localcore *)b;
+    *out = crdt_counter_sum(lc->rep, prefix, NULL, NULL, now_wall());
+    return 0;
 }
 
 /* ---- operations ---- */
@@ -346,7 +359,9 @@ static int apply_local(struct sm_localcore *lc, const char *key, const void *val
         .hlc = sm_localcore_hlc(lc, wall),
         .origin = node,
         .origin_len = strlen(node),
-        .precedence = 0,
+        .precedence = tomb || !lc->resolvers
+                          ? 0
+                          : crdt_resolvers_precedence(lc->resolvers, key, klen, value, len),
         .flags = tomb ? CRDT_F_TOMBSTONE : 0,
         .expires_at = (!tomb && ttl_ms) ? (int64_t)(wall + ttl_ms) : 0,
     };
@@ -412,34 +427,31 @@ int sm_localcore_ping(struct sm_backend *b, sm_cb cb, void *arg)
     return pend_push(lc, &p);
 }
 
-int sm_localcore_merge_remote(struct sm_localcore *lc, const struct crdt_rec_view *v)
+void sm_localcore_emit_remote(struct sm_localcore *lc, const struct crdt_rec_view *rec,
+                              const struct crdt_rec_view *old)
 {
     int64_t now = now_wall();
-    const struct crdt_rec *old = crdt_replica_find(lc->rep, v->key, v->key_len);
-    bool was_live = old && crdt_rec_live(old, now);
-    int rc = crdt_replica_merge(lc->rep, v);
-    if (rc <= 0) return rc;
-    bool tomb = (v->flags & CRDT_F_TOMBSTONE) != 0;
-    bool live_now = !tomb && (v->expires_at == 0 || v->expires_at > now);
-    if (!live_now && !was_live) return rc; /* nothing visible changed */
-    char origin[CRDT_MAX_ORIGIN + 1];
-    memcpy(origin, v->origin, v->origin_len);
-    origin[v->origin_len] = '\0';
-    /* v->key is not NUL-terminated on the wire: use the replica's copy. */
-    const struct crdt_rec *now_rec = crdt_replica_find(lc->rep, v->key, v->key_len);
-    struct crdt_rec_view nv;
-    crdt_rec_view(lc->rep, now_rec, &nv);
+    bool was_live =
+        old && !(old->flags & CRDT_F_TOMBSTONE) && (old->expires_at == 0 || old->expires_at > now);
+    bool tomb = (rec->flags & CRDT_F_TOMBSTONE) != 0;
+    bool live_now = !tomb && (rec->expires_at == 0 || rec->expires_at > now);
+    if (!live_now && !was_live) return; /* nothing visible changed */
+    char origin[CRDT_MAX_ORIGIN + 1], key[65536];
+    memcpy(origin, rec->origin, rec->origin_len);
+    origin[rec->origin_len] = '\0';
+    memcpy(key, rec->key, rec->key_len); /* wire keys are not NUL-terminated */
+    key[rec->key_len] = '\0';
     struct sm_event ev = {
-        .type = live_now ? SM_EVENT_SET
-                         : ((v->flags & CRDT_F_EXPIRED) ? SM_EVENT_EXPIRE : SM_EVENT_DELETE),
-        .key = nv.key,
-        .value = live_now ? v->value : NULL,
-        .value_len = live_now ? v->value_len : 0,
-        .version = v->version,
-        .time_ms = crdt_hlc_wall_ms(v->hlc),
+        .type = live_now
+                    ? SM_EVENT_SET
+                    : ((rec->flags & CRDT_F_EXPIRED) || !tomb ? SM_EVENT_EXPIRE : SM_EVENT_DELETE),
+        .key = key,
+        .value = live_now ? rec->value : NULL,
+        .value_len = live_now ? rec->value_len : 0,
+        .version = rec->version,
+        .time_ms = crdt_hlc_wall_ms(rec->hlc),
         .origin = origin};
     sm_store_emit(lc->base.store, &ev);
-    return rc;
 }
 
 /* ---- the local backend ---- */
@@ -479,4 +491,5 @@ const struct sm_backend_vt sm_backend_local = {
     .set_multi = sm_localcore_set_multi,
     .del = sm_localcore_del,
     .ping = sm_localcore_ping,
+    .counter_sum = sm_localcore_counter_sum,
 };

@@ -50,12 +50,6 @@ void sm_localcore_close(struct sm_localcore *lc);
 /** Next HLC timestamp for a local event at wall time @p wall_ms. */
 uint64_t sm_localcore_hlc(struct sm_localcore *lc, uint64_t wall_ms);
 
-/**
- * Merge a record that arrived from elsewhere (a peer) and publish the watch
- * event it implies. Returns crdt_replica_merge()'s result.
- */
-int sm_localcore_merge_remote(struct sm_localcore *lc, const struct crdt_rec_view *v);
-
 /* Backend operations, usable directly in another backend's vtable. */
 int sm_localcore_get_now(struct sm_backend *b, const char *key, struct sm_entry *out);
 int sm_localcore_list(struct sm_backend *b, const char *prefix, sm_list_fn fn, void *arg);
@@ -65,5 +59,10 @@ int sm_localcore_set_multi(struct sm_backend *b, const struct sm_kv *items, size
                            void *arg);
 int sm_localcore_del(struct sm_backend *b, const char *key, sm_cb cb, void *arg);
 int sm_localcore_ping(struct sm_backend *b, sm_cb cb, void *arg);
+/** Counter sum over every slot (the local backend has no notion of liveness). */
+int sm_localcore_counter_sum(struct sm_backend *b, const char *prefix, int64_t *out);
+/** Publish the watch event for a remote record that changed the replica. */
+void sm_localcore_emit_remote(struct sm_localcore *lc, const struct crdt_rec_view *rec,
+                              const struct crdt_rec_view *old);
 
 #endif

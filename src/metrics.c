@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum kind { K_COUNTER, K_GAUGE, K_GAUGE_FN, K_HIST };
+enum kind { K_COUNTER, K_GAUGE, K_GAUGE_FN, K_HIST, K_COUNTER_FN };
 
 struct sm_hist {
     const double *bounds; /* owned copy */
@@ -165,6 +165,18 @@ int sm_metrics_gauge_fn(struct sm_metrics *m, const char *family, const char *he
     return 0;
 }
 
+int sm_metrics_counter_fn(struct sm_metrics *m, const char *family, const char *help,
+                          const char *labels, double (*fn)(void *arg), void *arg)
+{
+    bool c;
+    struct family *f = m ? family_get(m, family, help, K_COUNTER_FN) : NULL;
+    struct series *s = f ? series_get(f, labels ? labels : "", &c) : NULL;
+    if (!s) return -1;
+    s->u.gfn.fn = fn;
+    s->u.gfn.arg = arg;
+    return 0;
+}
+
 struct sm_hist *sm_metrics_hist(struct sm_metrics *m, const char *family, const char *help,
                                 const char *labels, const double *bounds, size_t nbounds)
 {
@@ -247,7 +259,7 @@ char *sm_metrics_render_text(const struct sm_metrics *m)
     struct buf b = {.p = malloc(4096), .cap = 4096};
     if (!b.p) return NULL;
     b.p[0] = '\0';
-    static const char *types[] = {"counter", "gauge", "gauge", "histogram"};
+    static const char *types[] = {"counter", "gauge", "gauge", "histogram", "counter"};
     for (const struct family *f = m->families; f; f = f->next) {
         if (!f->series) continue;
         bprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name, types[f->kind]);
@@ -262,6 +274,7 @@ char *sm_metrics_render_text(const struct sm_metrics *m)
                 bprintf(&b, " %.17g\n", s->u.gauge);
                 break;
             case K_GAUGE_FN:
+            case K_COUNTER_FN:
                 series_name(&b, f->name, "", s->labels, NULL);
                 bprintf(&b, " %.17g\n", s->u.gfn.fn(s->u.gfn.arg));
                 break;

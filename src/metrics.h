@@ -27,6 +27,9 @@ double *sm_metrics_gauge(struct sm_metrics *m, const char *family, const char *h
 /** A gauge computed when rendering, by fn(arg). */
 int sm_metrics_gauge_fn(struct sm_metrics *m, const char *family, const char *help,
                         const char *labels, double (*fn)(void *arg), void *arg);
+/** A counter whose value is read from fn(arg) when rendering (e.g. protocol stats). */
+int sm_metrics_counter_fn(struct sm_metrics *m, const char *family, const char *help,
+                          const char *labels, double (*fn)(void *arg), void *arg);
 /** Histogram with the given upper bounds (ascending, +Inf implied). */
 struct sm_hist *sm_metrics_hist(struct sm_metrics *m, const char *family, const char *help,
                                 const char *labels, const double *bounds, size_t nbounds);

@@ -300,6 +300,24 @@ SM_API const char *sm_member_state_name(enum sm_member_state st);
 /** @} */
 
 /* ------------------------------------------------------------------------ */
+/** @name Per-node counters (local and mesh backends)
+ * A counter (e.g. connections to one backend) is a set of slots, one per
+ * node, under keys "<base><name>/<node-id>"; each node writes only its own
+ * slot, so concurrent updates never conflict. Its value is the sum of the
+ * slots of live members: a dead node's slot stops counting.
+ * @{ */
+/**
+ * Add @p delta to this node's slot of counter @p name under @p base (e.g.
+ * base "lb:conn:", name the backend URL). Completes like sm_set().
+ */
+SM_API int sm_counter_add(struct sm_store *s, const char *base, const char *name, int64_t delta,
+                          sm_cb cb, void *arg) SM_MUST_CHECK;
+/** Sum of the live slots of counter @p name under @p base, into @p out. */
+SM_API int sm_counter_sum(struct sm_store *s, const char *base, const char *name,
+                          int64_t *out) SM_MUST_CHECK;
+/** @} */
+
+/* ------------------------------------------------------------------------ */
 /** @name Metrics
  * @{ */
 /**

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "backend.h"
+#include "crdt/resolver.h"
 #include "metrics.h"
 
 #include <ev.h>
@@ -849,6 +850,52 @@ SM_API int sm_list(struct sm_store *st, const char *prefix, sm_list_fn fn, void 
         if (rc) return rc;
     }
     return any ? 0 : NOTSUP(st, st->dflt, "listing");
+}
+
+/* ---- per-node counters ---- */
+
+static int counter_prefix(struct sm_store *st, const char *base, const char *name, char *buf,
+                          size_t cap)
+{
+    if (!base || !name || !*name)
+        return sm_store_seterr(st, SM_EINVAL, "counter base and name are required");
+    int n = snprintf(buf, cap, "%s%s/", base, name);
+    if (n < 0 || (size_t)n + 1 >= cap || (size_t)n + strlen(st->node_id) > st->max_key)
+        return sm_store_seterr(st, SM_EKEYLEN, "counter key '%s%s/%s' is too long", base, name,
+                               st->node_id);
+    return 0;
+}
+
+SM_API int sm_counter_add(struct sm_store *st, const char *base, const char *name, int64_t delta,
+                          sm_cb cb, void *arg)
+{
+    PRECHECK(st, cb);
+    char key[1024];
+    int rc = counter_prefix(st, base, name, key, sizeof key);
+    if (rc < 0) return rc;
+    strncat(key, st->node_id, sizeof key - strlen(key) - 1);
+    /* Only this node writes its slot, so read-modify-write is race-free. */
+    int64_t cur = 0;
+    struct sm_entry e;
+    rc = sm_get_now(st, key, &e);
+    if (rc == 0 && crdt_counter_parse(e.value, e.value_len, &cur) < 0)
+        cur = 0;
+    else if (rc < 0 && rc != SM_ENOTFOUND)
+        return rc;
+    uint8_t buf[9];
+    size_t n = crdt_counter_encode(cur + delta, buf);
+    return sm_set(st, key, buf, n, 0, cb, arg);
+}
+
+SM_API int sm_counter_sum(struct sm_store *st, const char *base, const char *name, int64_t *out)
+{
+    if (!st || !out) return SM_EINVAL;
+    char prefix[1024];
+    int rc = counter_prefix(st, base, name, prefix, sizeof prefix);
+    if (rc < 0) return rc;
+    struct binst *bi = route(st, prefix);
+    if (!bi->b->vt->counter_sum) return NOTSUP(st, bi, "per-node counters");
+    return bi->b->vt->counter_sum(bi->b, prefix, out);
 }
 
 /* ---- locks ---- */
