@@ -8,3 +8,12 @@ check_PROGRAMS += tests/unit/test_crdt_hlc
 TESTS += tests/unit/test_crdt_hlc
 tests_unit_test_crdt_hlc_SOURCES = tests/unit/test_crdt_hlc.c
 tests_unit_test_crdt_hlc_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
+
+# typed models of the seed (src/, owned by the crdt helper)
+libsmcore_la_SOURCES += src/models.c
+noinst_HEADERS += src/models.h
+libsmcore_la_LIBADD += $(JANSSON_LIBS)
+check_PROGRAMS += tests/unit/test_crdt_resolver
+TESTS += tests/unit/test_crdt_resolver
+tests_unit_test_crdt_resolver_SOURCES = tests/unit/test_crdt_resolver.c
+tests_unit_test_crdt_resolver_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
