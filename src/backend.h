@@ -71,11 +71,11 @@ struct sm_backend {
     struct sm_store *store;
 };
 
-/* Backends known to the build. Declared weak so a build without one still links. */
+/* Backends known to the build. */
 extern const struct sm_backend_vt sm_backend_local;
-extern const struct sm_backend_vt sm_backend_mesh __attribute__((weak));
-extern const struct sm_backend_vt sm_backend_redis __attribute__((weak));
-extern const struct sm_backend_vt sm_backend_raft __attribute__((weak));
+extern const struct sm_backend_vt sm_backend_mesh;
+extern const struct sm_backend_vt sm_backend_redis;
+extern const struct sm_backend_vt sm_backend_raft;
 
 /* ---- services of the store front for backends ---- */
 
