@@ -1,0 +1,22 @@
+# plot.gp: render the spread of updates written by `statemesh-sim --csv FILE`.
+# Usage: gnuplot -e "csv='spread.csv'; out='convergence.png'; title='...'" sim/plot.gp
+# The CSV has a header and rows update,t_ms,fraction grouped by update; each update
+# is drawn as one line: the fraction of live nodes holding it against the time
+# since it was written. At most `maxu` updates are drawn (default 50).
+if (!exists("csv")) csv = 'spread.csv'
+if (!exists("out")) out = 'convergence.png'
+if (!exists("title")) title = 'statemesh-sim: spread of each update'
+if (!exists("maxu")) maxu = 50
+set terminal pngcairo size 900,540 noenhanced font ",10"
+set output out
+set datafile separator ','
+set key off
+set grid
+set title title
+set xlabel 'virtual time since the write (ms)'
+set ylabel 'fraction of live nodes holding the update'
+set yrange [0:1.02]
+stats csv using 1 skip 1 nooutput
+nu = int(STATS_max) + 1
+if (nu > maxu) nu = maxu
+plot for [u=0:nu-1] csv skip 1 using ($1 == u ? $2 : NaN):3 with lines lw 1 lc rgb sprintf("#%02x%02x%02x", (u*97)%200, (u*57)%200, 200 - (u*37)%200)
