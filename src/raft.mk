@@ -1,1 +1,8 @@
-# src/ raft build fragment
+# src/ raft backend: libraft FSM, encrypted transport, forwarding, admin (consensus engineer)
+libsmcore_la_SOURCES += src/backend_raft.c src/raft_fsm.c src/raft_transport.c
+noinst_HEADERS += src/raft_fsm.h src/raft_transport.h src/raft_admin.h
+
+# Integration-test driver: a raft store behind a line protocol (also used by bench/raft).
+check_PROGRAMS += tests/integration/raftnode
+tests_integration_raftnode_SOURCES = tests/integration/raftnode.c
+tests_integration_raftnode_LDADD = $(SM_PROG_LIBS)
