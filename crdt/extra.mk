@@ -17,3 +17,7 @@ check_PROGRAMS += tests/unit/test_crdt_resolver
 TESTS += tests/unit/test_crdt_resolver
 tests_unit_test_crdt_resolver_SOURCES = tests/unit/test_crdt_resolver.c
 tests_unit_test_crdt_resolver_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
+check_PROGRAMS += tests/unit/test_crdt_models
+TESTS += tests/unit/test_crdt_models
+tests_unit_test_crdt_models_SOURCES = tests/unit/test_crdt_models.c
+tests_unit_test_crdt_models_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(JANSSON_LIBS)
