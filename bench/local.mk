@@ -2,3 +2,7 @@
 BENCHES += bench/store
 bench_store_SOURCES = bench/store.c
 bench_store_LDADD = $(SM_PROG_LIBS) $(HIREDIS_LIBS)
+
+BENCHES += bench/mesh
+bench_mesh_SOURCES = bench/mesh.c
+bench_mesh_LDADD = $(SM_PROG_LIBS)
