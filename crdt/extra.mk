@@ -26,3 +26,7 @@ check_PROGRAMS += tests/unit/test_crdt_merge
 TESTS += tests/unit/test_crdt_merge
 tests_unit_test_crdt_merge_SOURCES = tests/unit/test_crdt_merge.c
 tests_unit_test_crdt_merge_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
+check_PROGRAMS += tests/unit/test_crdt_converge
+TESTS += tests/unit/test_crdt_converge
+tests_unit_test_crdt_converge_SOURCES = tests/unit/test_crdt_converge.c
+tests_unit_test_crdt_converge_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)

@@ -160,8 +160,8 @@ static const struct crdt_rec_view *maxv(const struct crdt_rec_view *a,
 
 static void run_laws(enum family fam)
 {
-    uint64_t seed = prop_seed() ^ (uint64_t)fam << 56;
-    struct prop_rng rng = {seed};
+    uint64_t seed = prop_seed(); /* printed on failure: replay with SM_PROP_SEED=seed */
+    struct prop_rng rng = {seed ^ (uint64_t)fam << 56};
     size_t cases = prop_cases(100000);
     struct crdt_resolvers *rs = crdt_resolvers_new_default();
     assert_non_null(rs);
