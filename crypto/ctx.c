@@ -91,7 +91,8 @@ int smc_ctx_new(const struct smc_ctx_config *cfg, struct smc_ctx **out, char *er
         goto err;
     }
     if ((rc = smc__trust_put(c, &c->self.cert, NULL)) < 0) {
-        smc__err(err, errlen, rc, "cannot add the own certificate");
+        smc__err(err, errlen, rc, "%s",
+                 rc == SM_ENOMEM ? "out of memory" : "cannot add the own certificate");
         goto err;
     }
     *out = c;

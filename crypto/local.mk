@@ -27,4 +27,11 @@ TESTS += tests/unit/test_crypto_kat
 tests_unit_test_crypto_kat_SOURCES = tests/unit/test_crypto_kat.c
 tests_unit_test_crypto_kat_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS) -DSM_TEST_SRCDIR='"$(abs_top_srcdir)"'
 tests_unit_test_crypto_kat_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(SODIUM_LIBS)
+check_PROGRAMS += tests/unit/test_crypto_oom
+TESTS += tests/unit/test_crypto_oom
+tests_unit_test_crypto_oom_SOURCES = tests/unit/test_crypto_oom.c tests/lib/heap.c
+tests_unit_test_crypto_oom_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_test_crypto_oom_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(SODIUM_LIBS)
+tests_unit_test_crypto_oom_LDFLAGS = $(AM_LDFLAGS) $(SM_HEAP_WRAP)
 EXTRA_DIST += tests/data/crypto/kat.txt tests/data/crypto/kat_check.py
+

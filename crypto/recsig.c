@@ -185,7 +185,7 @@ int smc_rec_verify(struct smc_ctx *c, int64_t now_ms, const struct crdt_rec_view
     if (rec_check(r) < 0) return rec_fail(c, why, SMC_R_FORMAT, SM_EINVAL);
     if (!(r->flags & CRDT_F_SIGNED) || !r->sig) return rec_fail(c, why, SMC_R_UNSIGNED, SM_ECRYPTO);
     uint8_t *buf = canon_buf(r, stack, SMC_SIG_LEN, &n, &rc);
-    if (!buf) return rec_fail(c, why, SMC_R_FORMAT, rc);
+    if (!buf) return rec_fail(c, why, rc == SM_ENOMEM ? SMC_R_TOO_LARGE : SMC_R_FORMAT, rc);
     memcpy(buf + n, r->sig, SMC_SIG_LEN);
     struct smc_cache_slot t = rec_tag(c, buf, n + SMC_SIG_LEN);
     if (cache_hit(c, t)) {
