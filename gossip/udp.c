@@ -190,7 +190,10 @@ int gossip_udp_new(struct ev_loop *loop, const char *bind_addr, struct gossip_ud
         free(u);
         return SM_ENOMEM;
     }
-    const struct sockaddr *sa = (const struct sockaddr *)a.b;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    memcpy(&ss, a.b, a.len); /* a.b is a byte array: copy before touching fields */
+    const struct sockaddr *sa = (const struct sockaddr *)&ss;
     u->family = sa->sa_family;
     u->fd = socket(sa->sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (u->fd < 0 || bind(u->fd, sa, a.len) != 0) {
