@@ -1,0 +1,6 @@
+/* bench/redis.c: placeholder */
+#include "config.h"
+int main(void)
+{
+    return 0;
+}
