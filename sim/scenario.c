@@ -392,6 +392,8 @@ static int partition(struct run *r, int64_t warm)
     return 0;
 }
 
+#define CHURN_KEYS SIM_MAX_WATCH /* every churn key is watched by the invariant checker */
+
 static int churn(struct run *r, int64_t warm)
 {
     const struct sim_opts *o = r->o;
@@ -401,11 +403,16 @@ static int churn(struct run *r, int64_t warm)
     double end_s = (double)(start + span + quiet) / 1e6;
     uint32_t n = sim_nodes(r->s);
     if (n < 3) return SM_EINVAL;
+    char key[48];
+    for (int i = 0; i < CHURN_KEYS; i++) {
+        snprintf(key, sizeof(key), "churn/%d", i);
+        int rc = sim_watch_key(r->s, key, strlen(key));
+        if (rc < 0) return rc;
+    }
     run_to(r, start, end_s);
     struct sim_stats t0 = *sim_stats(r->s);
     int64_t next_write = 0, next_churn = 1;
     int64_t secs = (int64_t)dur;
-    char key[48];
     uint32_t *down = malloc(n * sizeof(*down));
     if (!down) return SM_ENOMEM;
     uint32_t ndown = 0;
@@ -415,7 +422,7 @@ static int churn(struct run *r, int64_t warm)
         if (tw == INT64_MAX && tc == INT64_MAX) break;
         if (tw <= tc) {
             run_to(r, tw, end_s);
-            snprintf(key, sizeof(key), "churn/%" PRIu32, sim_rand_below(r->s, 200));
+            snprintf(key, sizeof(key), "churn/%" PRIu32, sim_rand_below(r->s, CHURN_KEYS));
             int rc = write_random(r, random_live(r->s), key, NULL);
             if (rc < 0) goto err;
             next_write++;

@@ -431,9 +431,20 @@ int sim_new(const struct sim_config *cfg, struct sim **out)
                 (int64_t)rng_below(&s->user_rng, (uint32_t)(2 * s->cfg.skew_max_ms + 1)) -
                 s->cfg.skew_max_ms;
     }
-    uint32_t seed0 = 0;
+    /* node i joins through node 0 and a random earlier node while the cluster is small,
+     * then through one random earlier node only: no seed takes all N joins, and the
+     * membership graph is connected from the start */
     for (uint32_t i = 0; i < s->n; i++) {
-        int rc = node_start(s, i, i ? &seed0 : NULL, i ? 1 : 0);
+        uint32_t seeds[2] = {0, 0};
+        size_t nseeds = i == 0 ? 0 : 1;
+        if (i > 1) {
+            uint32_t r = 1 + rng_below(&s->user_rng, i - 1);
+            if (i <= 64)
+                seeds[nseeds++] = r;
+            else
+                seeds[0] = r;
+        }
+        int rc = node_start(s, i, seeds, nseeds);
         if (rc < 0) {
             sim_delete(s);
             return rc;
@@ -579,7 +590,8 @@ static int64_t draw_latency(struct sim *s, uint32_t from, uint32_t to)
     int64_t lo, hi;
     link_latency(s, from, to, &lo, &hi);
     int64_t lat = lo + (hi > lo ? (int64_t)(rng_next(&s->net_rng) % (uint64_t)(hi - lo + 1)) : 0);
-    if (s->nodes[from].slow) lat *= s->cfg.slow_factor;
+    /* a slow node answers late: every packet to or from it takes slow_factor times longer */
+    if (s->nodes[from].slow || s->nodes[to].slow) lat *= s->cfg.slow_factor;
     if (s->cfg.reorder > 0 && rng_double(&s->net_rng) < s->cfg.reorder) {
         lat += (int64_t)(rng_next(&s->net_rng) % (uint64_t)(2 * s->cfg.lat_max_us + 1));
         s->st.reordered++;

@@ -177,7 +177,7 @@ void sim_set_loss(struct sim *s, double loss);
 void sim_set_group(struct sim *s, uint32_t id, uint32_t group);
 /** Heal every partition (all nodes back in group 0). */
 void sim_heal(struct sim *s);
-/** Mark a node slow: its outbound packets take slow_factor times longer. */
+/** Mark a node slow: packets to and from it take slow_factor times longer. */
 void sim_set_slow(struct sim *s, uint32_t id, bool slow);
 /** Set a node's wall-clock offset (ms); applies from now on. */
 void sim_set_skew(struct sim *s, uint32_t id, int64_t skew_ms);

@@ -258,14 +258,17 @@ static void test_dup_slow_skew(void **state)
 
     s = mk(3, 9, 2000, 2000, &rec_proto);
     sim_set_slow(s, 1, true);
-    send_tag(s, 1, 0, 1); /* 10x slower */
-    send_tag(s, 0, 1, 2); /* normal */
+    send_tag(s, 1, 0, 1); /* from the slow node: 10x slower */
+    send_tag(s, 0, 1, 2); /* to the slow node: 10x slower */
+    send_tag(s, 0, 2, 3); /* normal */
     sim_run_until(s, 100000);
-    assert_int_equal(nlog, 2);
-    assert_int_equal(logv[0].tag, 2);
+    assert_int_equal(nlog, 3);
+    assert_int_equal(logv[0].tag, 3);
     assert_int_equal(logv[0].t, 2000);
     assert_int_equal(logv[1].tag, 1);
     assert_int_equal(logv[1].t, 20000);
+    assert_int_equal(logv[2].tag, 2);
+    assert_int_equal(logv[2].t, 20000);
     sim_set_skew(s, 2, -1500);
     assert_int_equal(sim_node_ms(s, 2), SIM_EPOCH_MS + 100 - 1500);
     assert_int_equal(sim_node_ms(s, 0), SIM_EPOCH_MS + 100);
