@@ -711,6 +711,26 @@ static void transfer_cb(struct raft_transfer *req)
                 ok ? NULL : "leadership transfer did not complete in time");
 }
 
+/* Copy an entry into a raft_malloc'd buffer padded with zeros to a multiple of
+ * 8 bytes: libraft 0.15's segment code mis-sizes batches of other lengths when
+ * it closes a segment (canonical/raft#304), which corrupts the log on restart.
+ * msgpack decoding stops at the end of the entry, so the padding is ignored.
+ * Frees @p entry. */
+static int entry_buf(void *entry, size_t elen, struct raft_buffer *buf)
+{
+    size_t padded = (elen + 7) & ~(size_t)7;
+    buf->base = raft_malloc(padded);
+    buf->len = padded;
+    if (!buf->base) {
+        free(entry);
+        return SM_ENOMEM;
+    }
+    memcpy(buf->base, entry, elen);
+    memset((char *)buf->base + elen, 0, padded - elen);
+    free(entry);
+    return 0;
+}
+
 /* Execute command @p cmd on this node (the leader). Takes ownership of cmd. */
 static void leader_exec(struct rb *rb, uint8_t *cmd, size_t cmdlen, struct rop *owner,
                         uint64_t conn_id, uint64_t reqid)
@@ -796,14 +816,11 @@ static void leader_exec(struct rb *rb, uint8_t *cmd, size_t cmdlen, struct rop *
             lreq_status(l, SM_ENOMEM, NULL, "out of memory");
             return;
         }
-        struct raft_buffer buf = {.base = raft_malloc(elen), .len = elen};
-        if (!buf.base) {
-            free(entry);
+        struct raft_buffer buf;
+        if (entry_buf(entry, elen, &buf) < 0) {
             lreq_status(l, SM_ENOMEM, NULL, "out of memory");
             return;
         }
-        memcpy(buf.base, entry, elen);
-        free(entry);
         l->u.apply.data = l;
         rv = raft_apply(&rb->raft, &l->u.apply, &buf, 1, apply_cb);
         if (rv != 0) raft_free(buf.base);
@@ -1085,15 +1102,15 @@ static void maybe_purge(struct rb *rb)
     if (smr_entry_build(sm_wall_ms(), sm_store_node_id(rb->st), cmd, sizeof cmd, &entry, &elen) < 0)
         return;
     struct lreq *l = calloc(1, sizeof *l);
-    struct raft_buffer buf = {.base = raft_malloc(elen), .len = elen};
-    if (!l || !buf.base) {
-        free(l);
-        raft_free(buf.base);
+    struct raft_buffer buf;
+    if (!l) {
         free(entry);
         return;
     }
-    memcpy(buf.base, entry, elen);
-    free(entry);
+    if (entry_buf(entry, elen, &buf) < 0) {
+        free(l);
+        return;
+    }
     l->rb = rb;
     l->next = rb->lreqs;
     if (rb->lreqs) rb->lreqs->prev = l;
@@ -1731,8 +1748,11 @@ static int rb_open(struct sm_store *st, const struct sm_config *cfg, struct sm_b
     rb->rfsm.restore = fsm_restore;
     rv = raft_init(&rb->raft, &rb->io, &rb->rfsm, rb->id, rb->address);
     if (rv != 0) {
-        snprintf(err, errlen, "raft init: %s", raft_errmsg(&rb->raft));
-        rc = SM_EBACKEND;
+        snprintf(err, errlen,
+                 "raft.data_dir %s: cannot start from it (%s); it is damaged or from another "
+                 "cluster: restore it from a backup or move it away",
+                 rb->data_dir, raft_errmsg(&rb->raft));
+        rc = SM_EIO;
         goto fail;
     }
     rb->raft_inited = true;

@@ -6,3 +6,11 @@ noinst_HEADERS += src/raft_fsm.h src/raft_transport.h src/raft_admin.h
 check_PROGRAMS += tests/integration/raftnode
 tests_integration_raftnode_SOURCES = tests/integration/raftnode.c
 tests_integration_raftnode_LDADD = $(SM_PROG_LIBS)
+
+BENCHES += bench/raft
+bench_raft_SOURCES = bench/raft.c
+bench_raft_LDADD = $(SM_PROG_LIBS)
+
+TESTS += tests/integration/test_raft.sh
+dist_noinst_SCRIPTS += tests/integration/test_raft.sh
+EXTRA_DIST += tests/integration/raft_cluster.py
