@@ -1,1 +1,6 @@
-# src/ daemon build fragment
+# src/ daemon build fragment: statemeshd, the statemesh CLI, their tests (daemon helper)
+noinst_HEADERS += src/log.h src/daemon_config.h src/http.h src/api.h
+
+bin_PROGRAMS += src/statemeshd
+src_statemeshd_SOURCES = src/statemeshd.c src/api.c src/http.c src/log.c src/daemon_config.c
+src_statemeshd_LDADD = $(SM_PROG_LIBS) $(MHD_LIBS) $(JANSSON_LIBS) $(YAML_LIBS)
