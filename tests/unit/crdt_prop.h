@@ -27,7 +27,11 @@ static inline uint64_t prop_below(struct prop_rng *r, uint64_t n)
     return prop_next(r) % n;
 }
 
-/** Cases per property: SM_PROP_CASES, default @p dflt. */
+/**
+ * Cases per property: SM_PROP_CASES, default @p dflt. Under valgrind
+ * (SM_VALGRIND=1, as tests/lib/run-test sees it) the default is cut to a
+ * fiftieth: memory checking needs coverage of the code, not of the space.
+ */
 static inline size_t prop_cases(size_t dflt)
 {
     const char *e = getenv("SM_PROP_CASES");
@@ -35,6 +39,8 @@ static inline size_t prop_cases(size_t dflt)
         unsigned long long v = strtoull(e, NULL, 10);
         if (v > 0) return (size_t)v;
     }
+    const char *vg = getenv("SM_VALGRIND");
+    if (vg && strcmp(vg, "1") == 0) return dflt / 50 ? dflt / 50 : 1;
     return dflt;
 }
 
