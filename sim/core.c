@@ -211,9 +211,34 @@ err:
     return rc;
 }
 
+/* SIM_DEBUG=1: per-node drop counters on stderr when a node goes away (diagnostics) */
+static void debug_dump(const struct core *c)
+{
+    static int on = -1;
+    if (on < 0) on = getenv("SIM_DEBUG") != NULL;
+    if (!on) return;
+    const struct sm_node_stats *st = sm_node_stats(c->node);
+    fprintf(stderr, "%s:", c->name);
+    for (int i = 0; i < SM_REJ__COUNT; i++)
+        if (st->rejected[i])
+            fprintf(stderr, " %s=%llu", sm_node_reject_name((enum sm_node_reject)i),
+                    (unsigned long long)st->rejected[i]);
+    if (c->ctx) {
+        const struct smc_stats *cs = smc_ctx_stats(c->ctx);
+        fprintf(stderr, " | sealed=%llu opened=%llu certs=%llu", (unsigned long long)cs->sealed,
+                (unsigned long long)cs->opened, (unsigned long long)cs->certs_added);
+        for (int i = 0; i < SMC_R__COUNT; i++)
+            if (cs->rejected[i])
+                fprintf(stderr, " %s=%llu", smc_reason_name((enum smc_reason)i),
+                        (unsigned long long)cs->rejected[i]);
+    }
+    fputc('\n', stderr);
+}
+
 static void core_delete(void *p)
 {
     struct core *c = p;
+    debug_dump(c);
     sm_node_delete(c->node);
     smc_ctx_delete(c->ctx);
     free(c);
@@ -266,6 +291,16 @@ static uint64_t core_incarnation(void *p)
     return sm_node_incarnation(((struct core *)p)->node);
 }
 
+static bool core_knows(void *p, uint32_t id)
+{
+    const struct core *c = p;
+    char name[16];
+    struct sm_member_info m;
+    int len = snprintf(name, sizeof(name), "n%u", (unsigned)id);
+    if (sm_node_member_get(c->node, name, (size_t)len, &m) < 0) return false;
+    return m.state == SM_MEMBER_ALIVE || m.state == SM_MEMBER_SUSPECT;
+}
+
 const struct sim_proto sim_proto_core = {
     .name = "gossip",
     .node_new = core_new,
@@ -275,4 +310,5 @@ const struct sim_proto sim_proto_core = {
     .next_timeout = core_next,
     .write = core_write,
     .incarnation = core_incarnation,
+    .knows = core_knows,
 };

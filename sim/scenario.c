@@ -27,6 +27,7 @@ struct run {
     uint32_t victim;
     int64_t killed_at;
     uint8_t *declared; /* per observer: declared the victim dead */
+    uint8_t *knew;     /* per observer: had the victim as a live member at the kill */
     double *det_ms;
     uint32_t ndet;
     int64_t fp;
@@ -261,8 +262,9 @@ static int failure(struct run *r, int64_t warm)
     uint32_t n = sim_nodes(r->s);
     if (n < 3) return SM_EINVAL;
     r->declared = calloc(n, 1);
+    r->knew = calloc(n, 1);
     r->det_ms = calloc(n, sizeof(double));
-    if (!r->declared || !r->det_ms) return SM_ENOMEM;
+    if (!r->declared || !r->knew || !r->det_ms) return SM_ENOMEM;
     run_to(r, start, end_s);
     struct sim_stats t0 = *sim_stats(r->s);
     r->slow = sim_rand_below(r->s, n);
@@ -279,13 +281,20 @@ static int failure(struct run *r, int64_t warm)
     do r->victim = sim_rand_below(r->s, n);
     while (r->victim == r->slow);
     r->killed_at = sim_now(r->s);
+    /* the observers that must declare it: every live node that counts it as a live member
+     * (a node with a partial view that never heard of it cannot declare it dead) */
+    uint32_t knew = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (i != r->victim && sim_knows(r->s, i, r->victim)) r->knew[i] = 1, knew++;
+    r->res->knew_victim = knew;
     sim_crash(r->s, r->victim);
-    /* wait until every live node declared it dead, at most 60 s */
+    /* wait until every one of them declared it dead, at most 60 s */
     int64_t limit = r->killed_at + 60 * 1000 * SIM_US;
+    uint32_t need = knew;
     while (sim_now(r->s) < limit) {
-        uint32_t need = 0;
+        need = 0;
         for (uint32_t i = 0; i < n; i++)
-            if (sim_node_up(r->s, i) && !r->declared[i]) need++;
+            if (r->knew[i] && sim_node_up(r->s, i) && !r->declared[i]) need++;
         if (!need) break;
         run_to(r, sim_now(r->s) + 10 * SIM_US, end_s);
     }
@@ -293,10 +302,10 @@ static int failure(struct run *r, int64_t warm)
     settle(r, sim_now(r->s) + 10 * 1000 * SIM_US, end_s);
     conv_stats(r);
     r->res->updates = (uint64_t)k;
-    uint32_t live = sim_live(r->s);
     r->res->false_positives = r->fp;
-    r->res->converged = r->res->converged && r->ndet == live;
-    if (r->ndet == live && live) {
+    r->res->detected_by = r->ndet;
+    r->res->converged = r->res->converged && need == 0 && knew > 0;
+    if (need == 0 && knew > 0) {
         r->res->detection_p99 = sim_percentile(r->det_ms, r->ndet, 99);
         r->res->detection_max = sim_percentile(r->det_ms, r->ndet, 100);
     }
@@ -483,6 +492,8 @@ int sim_scenario_run(const struct sim_opts *o, struct sim_result *res, char *err
     res->false_positives = -1;
     res->detection_p99 = res->detection_max = -1;
     res->heal_ms = -1;
+    res->detected_by = -1;
+    res->knew_victim = -1;
     res->replicas_identical = -1;
     res->conflicts_resolved = -1;
 
@@ -528,6 +539,7 @@ int sim_scenario_run(const struct sim_opts *o, struct sim_result *res, char *err
     sim_delete(r.s);
     free(r.rows);
     free(r.declared);
+    free(r.knew);
     free(r.det_ms);
     free(r.csv_pct);
     return rc;
@@ -562,6 +574,8 @@ void sim_result_json(FILE *f, const struct sim_result *r, double wall_s)
     num(f, "false_positives", (double)r->false_positives, r->false_positives < 0);
     num(f, "detection_ms_p99", r->detection_p99, r->detection_p99 < 0);
     num(f, "detection_ms_max", r->detection_max, r->detection_max < 0);
+    num(f, "detected_by", (double)r->detected_by, r->detected_by < 0);
+    num(f, "knew_victim", (double)r->knew_victim, r->knew_victim < 0);
     num(f, "heal_ms", r->heal_ms, r->heal_ms < 0);
     tri(f, "replicas_identical", r->replicas_identical);
     tri(f, "conflicts_resolved", r->conflicts_resolved);

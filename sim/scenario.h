@@ -48,6 +48,10 @@ struct sim_result {
     double bytes_per_node_per_s;
     int64_t false_positives;             /**< -1 = null */
     double detection_p99, detection_max; /**< ms, -1 = null */
+    int64_t detected_by;                 /**< failure: live nodes that declared the victim dead
+                                              (-1 = null) */
+    int64_t knew_victim;                 /**< failure: live nodes that had the victim as a live
+                                              member when it died: they must all declare it */
     double heal_ms;                      /**< -1 = null */
     int replicas_identical;              /**< -1 = null, 0, 1 */
     int conflicts_resolved;              /**< partition: every conflicting key holds the

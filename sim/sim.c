@@ -514,6 +514,11 @@ struct crdt_replica *sim_replica(const struct sim *s, uint32_t id)
 {
     return id < s->n && s->nodes[id].up ? s->nodes[id].replica : NULL;
 }
+bool sim_knows(const struct sim *s, uint32_t observer, uint32_t subject)
+{
+    if (observer >= s->n || !s->nodes[observer].up || !s->cfg.proto->knows) return false;
+    return s->cfg.proto->knows(s->nodes[observer].proto, subject);
+}
 void *sim_node_proto(const struct sim *s, uint32_t id)
 {
     return id < s->n && s->nodes[id].up ? s->nodes[id].proto : NULL;

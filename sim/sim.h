@@ -85,6 +85,8 @@ struct sim_proto {
                  size_t vlen);
     /** Own incarnation (may be NULL): checked never to decrease while the node lives. */
     uint64_t (*incarnation)(void *p);
+    /** Whether this node has node @p id in its membership as alive or suspect (may be NULL). */
+    bool (*knows)(void *p, uint32_t id);
 };
 
 /** The flooding test protocol: a write goes to every node, forwarded on first receipt. */
@@ -148,6 +150,8 @@ uint32_t sim_live(const struct sim *s);
 bool sim_node_up(const struct sim *s, uint32_t id);
 /** The node's replica (borrowed; NULL while down; replaced on restart). */
 struct crdt_replica *sim_replica(const struct sim *s, uint32_t id);
+/** Whether live node @p observer counts @p subject as a live member (false without support). */
+bool sim_knows(const struct sim *s, uint32_t observer, uint32_t subject);
 /** The protocol instance of a node (NULL while down). */
 void *sim_node_proto(const struct sim *s, uint32_t id);
 const struct sim_stats *sim_stats(const struct sim *s);
