@@ -30,3 +30,7 @@ check_PROGRAMS += tests/unit/test_crdt_converge
 TESTS += tests/unit/test_crdt_converge
 tests_unit_test_crdt_converge_SOURCES = tests/unit/test_crdt_converge.c
 tests_unit_test_crdt_converge_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
+check_PROGRAMS += tests/unit/test_crdt_mpread
+TESTS += tests/unit/test_crdt_mpread
+tests_unit_test_crdt_mpread_SOURCES = tests/unit/test_crdt_mpread.c
+tests_unit_test_crdt_mpread_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(MSGPACK_LIBS)
