@@ -953,6 +953,42 @@ fail:
     return rc;
 }
 
+/* RESP, written by hand for the hot path: hiredis's generic formatter
+ * (sdscatfmt, an allocation per command) costs more than the rest of a set. */
+#define RESP_ARG_OVERHEAD 25 /* "$" + 20 digits + CRLF + CRLF */
+
+static char *resp_hdr(char *p, char type, size_t n)
+{
+    *p++ = type;
+    p += fmt_u64(p, n);
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+static char *resp_arg(char *p, const void *s, size_t n)
+{
+    p = resp_hdr(p, '$', n);
+    if (n) memcpy(p, s, n);
+    p += n;
+    *p++ = '\r';
+    *p++ = '\n';
+    return p;
+}
+
+static int send_fmt(struct rb *b, struct rop *o, const char *cmd, size_t len)
+{
+    if (redisAsyncFormattedCommand(b->cmd.ac, on_reply, o, cmd, len) != REDIS_OK) {
+        o->done = true;
+        list_del(b, o);
+        if (o->pending == 0) rop_put(o);
+        return sm_store_seterr(b->st, SM_EUNAVAILABLE, "redis at %s: connection is closing",
+                               b->addr);
+    }
+    o->pending++;
+    return 0;
+}
+
 static int redis_set_multi(struct sm_backend *base, const struct sm_kv *items, size_t n, sm_cb cb,
                            void *arg)
 {
@@ -960,9 +996,10 @@ static int redis_set_multi(struct sm_backend *base, const struct sm_kv *items, s
     int rc = check_ready(b);
     if (rc < 0) return rc;
     uint64_t wall = sm_wall_ms();
-    /* scratch layout: the event message, then per item "<prefix><key>\0" and
-     * the TTL digits. Sized before anything is sent. */
-    size_t need = 0;
+    /* scratch layout: the event message, then room for the largest single
+     * command (each is handed to hiredis, which copies it, before the next
+     * is written). Sized before anything is sent. */
+    size_t msg_need = 0, cmd_need = 0;
     for (size_t i = 0; i < n; i++) {
         if (reserved_key(items[i].key))
             return sm_store_seterr(b->st, SM_EINVAL,
@@ -972,15 +1009,18 @@ static int redis_set_multi(struct sm_backend *base, const struct sm_kv *items, s
         size_t kl = strlen(items[i].key);
         struct sm_redis_ev e = {
             .type = 'S', .origin_len = b->node_len, .key_len = kl, .value_len = items[i].value_len};
-        need += sm_redis_ev_size(&e) + b->plen + kl + 1 + 24;
+        msg_need += sm_redis_ev_size(&e);
+        size_t c = 24 + 5 * RESP_ARG_OVERHEAD + 3 + b->plen + kl + items[i].value_len + 2 + 20;
+        if (c > cmd_need) cmd_need = c;
     }
-    if ((rc = scratch_reserve(b, need)) < 0) return rc;
+    size_t pub_need = 24 + 3 * RESP_ARG_OVERHEAD + 7 + strlen(b->chan_events) + msg_need;
+    if (pub_need > cmd_need) cmd_need = pub_need;
+    if ((rc = scratch_reserve(b, msg_need + cmd_need)) < 0) return rc;
     struct rop *o = rop_get(b, K_SET, cb, arg);
     if (!o) return SM_ENOMEM;
-    char *msg = b->scratch, *w = b->scratch;
+    char *msg = b->scratch, *cmdbuf = b->scratch + msg_need;
     size_t mlen = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t kl = strlen(items[i].key);
         o->version = next_version(b, wall);
         struct sm_redis_ev e = {.type = 'S',
                                 .version = o->version,
@@ -988,47 +1028,41 @@ static int redis_set_multi(struct sm_backend *base, const struct sm_kv *items, s
                                 .origin = b->node,
                                 .origin_len = b->node_len,
                                 .key = items[i].key,
-                                .key_len = kl,
+                                .key_len = strlen(items[i].key),
                                 .value = items[i].value,
                                 .value_len = items[i].value_len};
-        mlen += sm_redis_ev_encode(msg + mlen, need - mlen, &e);
+        mlen += sm_redis_ev_encode(msg + mlen, msg_need - mlen, &e);
     }
-    w = msg + mlen;
     list_add(b, o);
-    /* One round trip: everything below lands in hiredis's output buffer and
+    /* One round trip: every command lands in hiredis's output buffer and
      * leaves in one write when the loop next polls. A batch is a MULTI/EXEC
      * transaction so readers never see half of it. */
-    if (n > 1) {
-        const char *argv[1] = {"MULTI"};
-        size_t lens[1] = {5};
-        if ((rc = send_argv(b, o, 1, argv, lens)) < 0) return rc;
-    }
+    if (n > 1 && (rc = send_fmt(b, o, "*1\r\n$5\r\nMULTI\r\n", 15)) < 0) return rc;
     for (size_t i = 0; i < n; i++) {
         size_t kl = strlen(items[i].key);
-        char *pk = w;
-        memcpy(w, b->prefix, b->plen);
-        memcpy(w + b->plen, items[i].key, kl + 1);
-        w += b->plen + kl + 1;
-        const char *argv[5] = {"SET", pk, items[i].value ? items[i].value : "", "PX", w};
-        size_t lens[5] = {3, b->plen + kl, items[i].value_len, 2, 0};
-        int argc = 3;
+        char *p = resp_hdr(cmdbuf, '*', items[i].ttl_ms ? 5 : 3);
+        p = resp_arg(p, "SET", 3);
+        p = resp_hdr(p, '$', b->plen + kl);
+        memcpy(p, b->prefix, b->plen);
+        memcpy(p + b->plen, items[i].key, kl);
+        p += b->plen + kl;
+        *p++ = '\r';
+        *p++ = '\n';
+        p = resp_arg(p, items[i].value, items[i].value_len);
         if (items[i].ttl_ms) {
-            lens[4] = fmt_u64(w, items[i].ttl_ms);
-            w += lens[4] + 1;
-            argc = 5;
+            char ttl[24];
+            size_t tl = fmt_u64(ttl, items[i].ttl_ms);
+            p = resp_arg(p, "PX", 2);
+            p = resp_arg(p, ttl, tl);
         }
-        if ((rc = send_argv(b, o, argc, argv, lens)) < 0) return rc;
+        if ((rc = send_fmt(b, o, cmdbuf, (size_t)(p - cmdbuf))) < 0) return rc;
     }
-    {
-        const char *argv[3] = {"PUBLISH", b->chan_events, msg};
-        size_t lens[3] = {7, strlen(b->chan_events), mlen};
-        if ((rc = send_argv(b, o, 3, argv, lens)) < 0) return rc;
-    }
-    if (n > 1) {
-        const char *argv[1] = {"EXEC"};
-        size_t lens[1] = {4};
-        if ((rc = send_argv(b, o, 1, argv, lens)) < 0) return rc;
-    }
+    char *p = resp_hdr(cmdbuf, '*', 3);
+    p = resp_arg(p, "PUBLISH", 7);
+    p = resp_arg(p, b->chan_events, strlen(b->chan_events));
+    p = resp_arg(p, msg, mlen);
+    if ((rc = send_fmt(b, o, cmdbuf, (size_t)(p - cmdbuf))) < 0) return rc;
+    if (n > 1 && (rc = send_fmt(b, o, "*1\r\n$4\r\nEXEC\r\n", 14)) < 0) return rc;
     return 0;
 }
 
