@@ -26,6 +26,7 @@ struct mesh {
     struct gossip_udp *udp;
     struct smc_ctx *crypto;
     char advertise[128];
+    uint64_t start_mono; /* when the node started (monotonic ms) */
     struct sm_hist *lag;
     uint64_t member_events[SM_MEV__COUNT];
 };
@@ -330,6 +331,7 @@ static int mesh_open(struct sm_store *st, const struct sm_config *cfg, struct sm
     struct mesh_metrics *mm = (struct mesh_metrics *)(m + 1);
     const char *node_id = sm_store_node_id(st);
     uint64_t incarnation = sm_wall_ms(); /* a restarted node outranks its old self */
+    m->start_mono = gossip_udp_now().mono_ms;
     struct sm_node_config nc = {0};
 
     if ((rc = load_crypto(m, cfg, node_id, incarnation, err, errlen)) < 0) goto fail;
@@ -453,7 +455,7 @@ static void mesh_close(struct sm_backend *b)
 struct members_arg {
     sm_member_fn fn;
     void *arg;
-    uint64_t mono_now, wall_now;
+    uint64_t mono_now, wall_now, start_mono;
 };
 
 static int member_one(const struct sm_member_info *mi, void *arg)
@@ -464,7 +466,9 @@ static int member_one(const struct sm_member_info *mi, void *arg)
     memcpy(id, mi->id, n);
     id[n] = '\0';
     gossip_addr_format(&mi->addr, addr, sizeof addr);
-    uint64_t age = ma->mono_now > mi->state_since_ms ? ma->mono_now - mi->state_since_ms : 0;
+    /* state_since_ms is 0 for a state held since the node started */
+    uint64_t since = mi->state_since_ms ? mi->state_since_ms : ma->start_mono;
+    uint64_t age = ma->mono_now > since ? ma->mono_now - since : 0;
     struct sm_member sm = {.id = id,
                            .addr = addr,
                            .state = mi->state,
@@ -477,7 +481,7 @@ static int mesh_members(struct sm_backend *b, sm_member_fn fn, void *arg)
 {
     struct mesh *m = (struct mesh *)b;
     struct sm_time now = gossip_udp_now();
-    struct members_arg ma = {fn, arg, now.mono_ms, (uint64_t)now.wall_ms};
+    struct members_arg ma = {fn, arg, now.mono_ms, (uint64_t)now.wall_ms, m->start_mono};
     return sm_node_foreach_member(m->node, member_one, &ma);
 }
 
