@@ -1,129 +1,2362 @@
-/* node.c: the sans-IO gossip node (stub: full protocol lands next). */
+/* node.c: the sans-IO gossip node: SWIM + Lifeguard membership, Plumtree dissemination,
+ * hierarchical-digest anti-entropy.
+ *
+ * Design. A node is driven by three entry points (recv, on_timeout, the write
+ * calls) and talks only through the send callback, so the same code runs
+ * under libev and in the simulator.
+ *
+ * Membership is SWIM: once per protocol period the node pings the next member
+ * of a shuffled round-robin list; without an ack within the probe timeout it
+ * asks k others to ping the target for it (they answer ack or, Lifeguard, nack);
+ * without any ack by the end of the period the target becomes suspect. A
+ * suspect refutes by bumping its incarnation; otherwise it is declared dead
+ * when its suspicion timer runs out. The timer starts long and shrinks with
+ * every independent accuser (Lifeguard's dynamic suspicion), and a node's own
+ * probe timeouts stretch with its local health score, which grows when it
+ * misses acks or nacks (a sign that *it* is the slow one). Membership changes
+ * ("rumors") are piggybacked on probe traffic λ·log N times and, on first
+ * receipt, also sent along the broadcast tree so the whole cluster hears of a
+ * death or a refutation within a few network hops.
+ *
+ * Every packet header carries the sender's id and incarnation: a direct packet
+ * from a member we hold as dead with an older incarnation makes us tell it
+ * (so it refutes), and a newer incarnation revives it at once. Together with
+ * probing a random dead member every second, this heals partitions.
+ *
+ * Dissemination is Plumtree over a small random peer set: a record is pushed at
+ * once to the eager peers and announced (IHAVE, batched per gossip tick) to the
+ * lazy ones; a duplicate eager copy prunes the link, a missing announced record
+ * is grafted after a short wait. Links are symmetric: a peer that talks
+ * Plumtree to us becomes our peer.
+ *
+ * Anti-entropy: every ae interval the node sends a random member its replica
+ * root and 32 group digests (XOR of 32 leaves each). The peer answers the
+ * leaves of differing groups; for differing leaves the initiator lists its
+ * record ids; the peer sends the records the initiator lacks and asks for the
+ * ones it lacks. Records learned this way are re-broadcast on the tree, which
+ * is what makes a healed partition converge in seconds.
+ */
 #include "config.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "statemesh.h"
+#include "crdt/replica.h"
+#include "crypto/crypto.h"
 #include "gossip/node.h"
+#include "gossip/wire.h"
+
+_Static_assert(GOSSIP_LEAVES == CRDT_DIGEST_LEAVES, "digest leaves mismatch");
+
+#define MAX_PEERS    16  /* Plumtree peer slots (chosen + inbound) */
+#define MAX_RELAYS   16  /* concurrent indirect probes we relay */
+#define MAX_MISSING  64  /* announced records we wait for */
+#define MAX_ANNOUNCE 4   /* announcers remembered per missing record */
+#define RECENT_CAP   256 /* recently seen record ids (dedup, graft answers) */
+#define LAZY_CAP     256 /* ids waiting to be announced */
+#define FRESH_MAX    64  /* records to forward, per call */
+#define MAX_ACCUSERS 4
+#define MAINT_MS     250
+#define PKT_MAX      65536
+
+struct member {
+    char id[CRDT_MAX_ORIGIN];
+    uint8_t id_len;
+    uint8_t state;
+    bool self;
+    uint8_t n_acc;
+    struct sm_addr addr;
+    uint64_t inc;
+    uint64_t since;
+    uint64_t hash;
+    uint32_t idx;  /* position in node->members */
+    int32_t rumor; /* index in node->rumors, -1 */
+    int32_t peer;  /* Plumtree slot, -1 */
+    bool in_susp;  /* listed in node->susp */
+    bool in_dead;  /* listed in node->dead */
+    uint64_t susp_start, susp_deadline;
+    uint32_t acc[MAX_ACCUSERS]; /* hashes of independent accusers */
+    uint64_t last_notice;       /* last "you are dead/suspect" notice sent to it */
+};
+
+struct rumor {
+    struct member *m;
+    uint8_t type; /* GOSSIP_ALIVE/SUSPECT/DEAD/LEAVE */
+    uint8_t from_len;
+    uint16_t left;
+    uint64_t inc;
+    char from[CRDT_MAX_ORIGIN];
+};
+
+struct peer {
+    struct member *m;
+    bool eager;
+    bool chosen; /* picked by us (counts against active_view) */
+};
+
+struct relay {
+    bool used;
+    uint32_t my_seq, their_seq;
+    struct sm_addr to;
+    uint64_t deadline;
+};
+
+struct recent {
+    uint64_t id;
+    uint32_t knows; /* peer slots known to hold it */
+    uint16_t leaf;
+    uint8_t round;
+    bool used;
+};
+
+struct missing {
+    uint64_t id;
+    uint64_t deadline;
+    uint8_t round;
+    uint8_t n_ann, next;
+    struct member *ann[MAX_ANNOUNCE];
+};
+
+struct lazy_id {
+    uint64_t id;
+    uint8_t round;
+};
+
+struct fresh {
+    size_t off, len;
+    struct member *src;
+};
 
 struct sm_node {
     struct sm_node_config cfg;
     char id[CRDT_MAX_ORIGIN];
-    struct crdt_replica *replica;
-    struct sm_node_stats stats;
-    uint64_t inc;
+    struct crdt_replica *rep;
+    struct smc_ctx *crypto;
+    struct sm_node_stats st;
+    uint64_t rng;
+    uint64_t env_seq;
+    bool left;
+    int busy; /* re-entrancy depth (callbacks) */
+
+    struct member *self;
+    struct member **members;
+    size_t n_members, cap_members;
+    struct member **tab; /* open addressing by id hash */
+    size_t tab_cap;      /* power of two */
+    size_t n_alive_other;
+
+    struct member **probe_list;
+    size_t probe_n, probe_pos, probe_cap;
+    bool probe_dirty;
+
+    struct member **susp;
+    size_t n_susp, cap_susp;
+    struct member **dead;
+    size_t n_dead, cap_dead;
+
+    struct rumor *rumors;
+    size_t n_rumors, cap_rumors, rumor_pos;
+
+    struct peer peers[MAX_PEERS];
+    size_t n_peers;
+
+    struct relay relays[MAX_RELAYS];
+    uint32_t seq;
+
+    /* the probe in flight */
+    struct {
+        bool active, acked, indirect;
+        struct member *target;
+        uint32_t seq;
+        uint64_t direct_deadline, end;
+        unsigned nacks_expected, nacks;
+    } pr;
+    uint32_t lh; /* Lifeguard local health */
+
+    struct recent recent[RECENT_CAP];
+    size_t recent_pos;
+    struct missing missing[MAX_MISSING];
+    size_t n_missing;
+    struct lazy_id lazy[LAZY_CAP];
+    size_t n_lazy;
+
+    uint8_t *fresh_buf; /* encoded REC messages to forward (grows on demand) */
+    size_t fresh_len, fresh_cap;
+    struct fresh fresh[FRESH_MAX];
+    size_t n_fresh;
+
+    struct sm_addr *seeds;
+    size_t n_seeds;
+
+    uint64_t t_probe, t_gossip, t_ae, t_maint, t_dead_probe, t_rejoin, t_shuffle, t_sweep;
+    uint64_t t_sync;     /* next membership push-pull */
+    uint32_t sync_every; /* its period: doubles from 1 s to 60 s after a join */
+    uint64_t next;
+    struct sm_time now;
 };
+
+/* Scratch shared by the nodes of a thread (see node.h: no synchronous
+ * re-entry from the send callback), so that 10,000 simulated nodes do not
+ * each carry ~150 KiB of buffers. */
+static _Thread_local struct {
+    uint8_t pkt[PKT_MAX];   /* ad-hoc packets */
+    uint8_t reply[PKT_MAX]; /* the reply being built while a packet is processed */
+    uint8_t wire[PKT_MAX];  /* sealed packet */
+    uint8_t old[4096];      /* copy of a replaced record for on_record */
+    struct gossip_packet in;
+} S;
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers */
+
+static uint64_t rng_next(struct sm_node *n)
+{
+    /* splitmix64: tiny, good enough for peer selection, reproducible */
+    uint64_t z = (n->rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static size_t rng_below(struct sm_node *n, size_t k)
+{
+    return k ? (size_t)(rng_next(n) % k) : 0;
+}
+
+static uint64_t id_hash(const char *id, size_t len)
+{
+    /* FNV-1a: ids are short; the table only needs spread */
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+static bool addr_eq(const struct sm_addr *a, const struct sm_addr *b)
+{
+    return a->len == b->len && memcmp(a->b, b->b, a->len) == 0;
+}
+
+static bool is_self_id(const struct sm_node *n, const char *id, size_t len)
+{
+    return len == n->cfg.id_len && memcmp(id, n->id, len) == 0;
+}
+
+static uint64_t min64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+static void member_info(const struct member *m, struct sm_member_info *i)
+{
+    i->id = m->id;
+    i->id_len = m->id_len;
+    i->addr = m->addr;
+    i->incarnation = m->inc;
+    i->state = (enum sm_member_state)m->state;
+    i->state_since_ms = m->since;
+    i->self = m->self;
+}
+
+static void emit(struct sm_node *n, enum sm_member_event ev, const struct member *m)
+{
+    if (!n->cfg.cb.on_member) return;
+    struct sm_member_info i;
+    member_info(m, &i);
+    n->busy++;
+    n->cfg.cb.on_member(n->cfg.ud, ev, &i);
+    n->busy--;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Member table */
+
+static struct member *mfind(const struct sm_node *n, const char *id, size_t len)
+{
+    if (!len || len > CRDT_MAX_ORIGIN) return NULL;
+    uint64_t h = id_hash(id, len);
+    for (size_t i = h & (n->tab_cap - 1);; i = (i + 1) & (n->tab_cap - 1)) {
+        struct member *m = n->tab[i];
+        if (!m) return NULL;
+        if (m->hash == h && m->id_len == len && memcmp(m->id, id, len) == 0) return m;
+    }
+}
+
+static void tab_put(struct member **tab, size_t cap, struct member *m)
+{
+    size_t i = m->hash & (cap - 1);
+    while (tab[i]) i = (i + 1) & (cap - 1);
+    tab[i] = m;
+}
+
+static int tab_grow(struct sm_node *n)
+{
+    size_t cap = n->tab_cap * 2;
+    struct member **t = calloc(cap, sizeof(*t));
+    if (!t) return SM_ENOMEM;
+    for (size_t i = 0; i < n->n_members; i++) tab_put(t, cap, n->members[i]);
+    free(n->tab);
+    n->tab = t;
+    n->tab_cap = cap;
+    return 0;
+}
+
+static void tab_del(struct sm_node *n, struct member *m)
+{
+    size_t mask = n->tab_cap - 1, i = m->hash & mask;
+    while (n->tab[i] != m) i = (i + 1) & mask;
+    /* backward-shift deletion keeps probe chains intact without tombstones */
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (!n->tab[j]) break;
+        size_t k = n->tab[j]->hash & mask;
+        if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+            n->tab[i] = n->tab[j];
+            i = j;
+        }
+    }
+    n->tab[i] = NULL;
+}
+
+static int vec_push(struct member ***v, size_t *len, size_t *cap, struct member *m)
+{
+    if (*len == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        struct member **p = realloc(*v, nc * sizeof(*p));
+        if (!p) return SM_ENOMEM;
+        *v = p;
+        *cap = nc;
+    }
+    (*v)[(*len)++] = m;
+    return 0;
+}
+
+static bool live_state(uint8_t s);
+static void rumor_drop(struct sm_node *n, size_t i);
+
+/* A full table makes room by recycling a random member that nothing depends
+ * on (not self, not a tree peer, not being probed): a random partial view. */
+static struct member *evict(struct sm_node *n)
+{
+    for (int tries = 0; tries < 16; tries++) {
+        struct member *v = n->members[rng_below(n, n->n_members)];
+        if (v->self || v->peer >= 0 || v == n->pr.target) continue;
+        if (v->rumor >= 0) rumor_drop(n, (size_t)v->rumor);
+        for (size_t i = 0; i < n->n_missing; i++)
+            for (unsigned k = 0; k < n->missing[i].n_ann; k++)
+                if (n->missing[i].ann[k] == v) n->missing[i].ann[k] = n->missing[i].ann[0];
+        for (size_t i = 0; i < n->n_fresh; i++)
+            if (n->fresh[i].src == v) n->fresh[i].src = NULL;
+        tab_del(n, v);
+        n->st.members[v->state]--;
+        if (live_state(v->state)) n->n_alive_other--;
+        return v;
+    }
+    return NULL;
+}
+
+static struct member *madd(struct sm_node *n, const char *id, size_t len, uint64_t inc,
+                           const struct sm_addr *addr, uint64_t now)
+{
+    struct member *m;
+    bool fresh_slot = true;
+    if (n->n_members >= n->cfg.max_members && n->n_members > 0) {
+        m = evict(n);
+        if (!m) return NULL;
+        fresh_slot = false;
+        uint32_t idx = m->idx;
+        bool in_s = m->in_susp, in_d = m->in_dead;
+        memset(m, 0, sizeof(*m));
+        m->idx = idx;
+        m->in_susp = in_s;
+        m->in_dead = in_d;
+    } else {
+        if ((n->n_members + 1) * 2 > n->tab_cap && tab_grow(n)) return NULL;
+        m = calloc(1, sizeof(*m));
+        if (!m) return NULL;
+        if (vec_push(&n->members, &n->n_members, &n->cap_members, m)) {
+            free(m);
+            return NULL;
+        }
+        m->idx = (uint32_t)(n->n_members - 1);
+    }
+    memcpy(m->id, id, len);
+    m->id_len = (uint8_t)len;
+    m->inc = inc;
+    m->addr = *addr;
+    m->state = SM_MEMBER_ALIVE;
+    m->since = now;
+    m->hash = id_hash(id, len);
+    m->rumor = -1;
+    m->peer = -1;
+    tab_put(n->tab, n->tab_cap, m);
+    n->st.members[SM_MEMBER_ALIVE]++;
+    n->n_alive_other++;
+    /* a new member goes to a random place of the remaining probe round */
+    if (fresh_slot && vec_push(&n->probe_list, &n->probe_n, &n->probe_cap, m) == 0) {
+        size_t lo = n->probe_pos, span = n->probe_n - lo;
+        size_t j = lo + rng_below(n, span);
+        struct member *t = n->probe_list[j];
+        n->probe_list[j] = m;
+        n->probe_list[n->probe_n - 1] = t;
+    }
+    return m;
+}
+
+static bool live_state(uint8_t s)
+{
+    return s == SM_MEMBER_ALIVE || s == SM_MEMBER_SUSPECT;
+}
+
+static void peer_remove(struct sm_node *n, struct member *m);
+
+static void set_state(struct sm_node *n, struct member *m, uint8_t st)
+{
+    if (m->state == st) return;
+    bool was_live = live_state(m->state), is_live = live_state(st);
+    n->st.members[m->state]--;
+    n->st.members[st]++;
+    m->state = st;
+    m->since = n->now.mono_ms;
+    if (!m->self && was_live != is_live) {
+        if (is_live)
+            n->n_alive_other++;
+        else
+            n->n_alive_other--;
+    }
+    if (st == SM_MEMBER_SUSPECT && !m->in_susp) {
+        if (vec_push(&n->susp, &n->n_susp, &n->cap_susp, m) == 0) m->in_susp = true;
+    }
+    if ((st == SM_MEMBER_DEAD || st == SM_MEMBER_LEFT) && !m->in_dead) {
+        if (vec_push(&n->dead, &n->n_dead, &n->cap_dead, m) == 0) m->in_dead = true;
+    }
+    if (!is_live && m->peer >= 0) peer_remove(n, m);
+    if (st != SM_MEMBER_SUSPECT) m->n_acc = 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sending */
+
+static size_t payload_cap(const struct sm_node *n, unsigned seal_flags)
+{
+    size_t cap = n->cfg.mtu;
+    if (n->crypto) {
+        size_t o = smc_seal_overhead(n->crypto, seal_flags);
+        cap = o < cap ? cap - o : 0;
+    }
+    return cap;
+}
+
+static void pkt_begin_buf(struct sm_node *n, struct gossip_enc *e, uint8_t *buf, size_t cap)
+{
+    size_t pc = payload_cap(n, 0);
+    if (cap > pc) cap = pc;
+    (void)gossip_enc_begin(e, buf, cap, n->id, n->cfg.id_len, n->self->inc);
+}
+
+static void pkt_begin(struct sm_node *n, struct gossip_enc *e, size_t cap)
+{
+    pkt_begin_buf(n, e, S.pkt, cap);
+}
+
+static bool pkt_empty(const struct gossip_enc *e)
+{
+    return e->n_msgs == 0;
+}
+
+static void pkt_send(struct sm_node *n, const struct sm_addr *to, struct gossip_enc *e,
+                     enum sm_pkt_class cls, unsigned seal_flags)
+{
+    size_t len = gossip_enc_finish(e);
+    const uint8_t *out = e->buf;
+    if (n->crypto) {
+        size_t olen;
+        if (smc_seal(n->crypto, ++n->env_seq, seal_flags, e->buf, len, S.wire, sizeof(S.wire),
+                     &olen) != 0) {
+            n->st.encode_overflow++;
+            return;
+        }
+        out = S.wire;
+        len = olen;
+    }
+    n->st.pkts_sent[cls]++;
+    n->st.bytes_sent[cls] += len;
+    n->busy++;
+    n->cfg.cb.send(n->cfg.ud, to, out, len, cls);
+    n->busy--;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Rumors (membership changes to piggyback) */
+
+static unsigned rumor_budget(const struct sm_node *n)
+{
+    double lg = ceil(log10((double)n->n_members + 1.0));
+    if (lg < 1) lg = 1;
+    return n->cfg.retransmit_mult * (unsigned)lg;
+}
+
+static void rumor_queue(struct sm_node *n, struct member *m, uint8_t type, const char *from,
+                        size_t from_len)
+{
+    struct rumor *r;
+    if (m->rumor >= 0) {
+        r = &n->rumors[m->rumor];
+    } else {
+        if (n->n_rumors == n->cap_rumors) {
+            size_t nc = n->cap_rumors ? n->cap_rumors * 2 : 64;
+            struct rumor *p = realloc(n->rumors, nc * sizeof(*p));
+            if (!p) return;
+            n->rumors = p;
+            n->cap_rumors = nc;
+        }
+        m->rumor = (int32_t)n->n_rumors;
+        r = &n->rumors[n->n_rumors++];
+    }
+    r->m = m;
+    r->type = type;
+    r->inc = m->inc;
+    r->left = (uint16_t)rumor_budget(n);
+    r->from_len = 0;
+    if (from && from_len <= CRDT_MAX_ORIGIN) {
+        memcpy(r->from, from, from_len);
+        r->from_len = (uint8_t)from_len;
+    }
+}
+
+static void rumor_drop(struct sm_node *n, size_t i)
+{
+    n->rumors[i].m->rumor = -1;
+    n->n_rumors--;
+    if (i != n->n_rumors) {
+        n->rumors[i] = n->rumors[n->n_rumors];
+        n->rumors[i].m->rumor = (int32_t)i;
+    }
+}
+
+static int enc_rumor(struct sm_node *n, struct gossip_enc *e, const struct rumor *r)
+{
+    const struct member *m = r->m;
+    if (r->type == GOSSIP_ALIVE) {
+        const uint8_t *cert = NULL;
+        size_t cl = 0;
+        if (n->crypto) cert = smc_trust_get_encoded(n->crypto, m->id, m->id_len, &cl);
+        return gossip_enc_alive(e, m->id, m->id_len, r->inc, &m->addr, cert, cl);
+    }
+    const char *from = r->from_len ? r->from : n->id;
+    size_t fl = r->from_len ? r->from_len : n->cfg.id_len;
+    return gossip_enc_member(e, r->type, m->id, m->id_len, r->inc, from, fl);
+}
+
+/* Fill the rest of a packet with rumors, least-sent first in spirit: we walk
+ * the queue round-robin from where the last packet stopped. */
+static void piggyback(struct sm_node *n, struct gossip_enc *e)
+{
+    size_t tried = 0;
+    while (n->n_rumors && tried < n->n_rumors && gossip_enc_room(e) > 16) {
+        if (n->rumor_pos >= n->n_rumors) n->rumor_pos = 0;
+        struct rumor *r = &n->rumors[n->rumor_pos];
+        if (enc_rumor(n, e, r) != 0) break;
+        tried++;
+        if (--r->left == 0) {
+            rumor_drop(n, n->rumor_pos);
+        } else {
+            n->rumor_pos++;
+        }
+    }
+}
+
+/* Send the newest state of @p m to every eager tree peer but @p except. */
+static void rumor_tree(struct sm_node *n, struct member *m, struct member *except)
+{
+    if (m->rumor < 0) return;
+    for (size_t i = 0; i < n->n_peers; i++) {
+        struct peer *p = &n->peers[i];
+        if (!p->eager || p->m == except || p->m == m) continue;
+        struct gossip_enc e;
+        pkt_begin(n, &e, SIZE_MAX);
+        if (enc_rumor(n, &e, &n->rumors[m->rumor]) != 0) continue;
+        pkt_send(n, &p->m->addr, &e, SM_PKT_MEMBER, 0);
+    }
+}
+
+/* Tell @p m directly what we believe about it (it should refute). */
+static void notice(struct sm_node *n, struct member *m, const struct sm_addr *to)
+{
+    if (m->last_notice && n->now.mono_ms - m->last_notice < 500) return;
+    m->last_notice = n->now.mono_ms ? n->now.mono_ms : 1;
+    struct gossip_enc e;
+    pkt_begin(n, &e, SIZE_MAX);
+    uint8_t t = m->state == SM_MEMBER_SUSPECT ? GOSSIP_SUSPECT : GOSSIP_DEAD;
+    if (gossip_enc_member(&e, t, m->id, m->id_len, m->inc, n->id, n->cfg.id_len) != 0) return;
+    pkt_send(n, to, &e, SM_PKT_MEMBER, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Plumtree peers */
+
+static void peer_remove(struct sm_node *n, struct member *m)
+{
+    int32_t i = m->peer;
+    if (i < 0) return;
+    m->peer = -1;
+    n->n_peers--;
+    if ((size_t)i != n->n_peers) {
+        n->peers[i] = n->peers[n->n_peers];
+        n->peers[i].m->peer = i;
+    }
+    /* slot numbers changed: forget who-knows-what bits of the moved slots */
+    for (size_t k = 0; k < RECENT_CAP; k++) n->recent[k].knows &= ~((1u << i) | (1u << n->n_peers));
+}
+
+static struct peer *peer_add(struct sm_node *n, struct member *m, bool eager, bool chosen)
+{
+    if (m->peer >= 0) return &n->peers[m->peer];
+    if (m->self || !live_state(m->state) || n->n_peers >= MAX_PEERS) return NULL;
+    struct peer *p = &n->peers[n->n_peers];
+    p->m = m;
+    p->eager = eager;
+    p->chosen = chosen;
+    m->peer = (int32_t)n->n_peers++;
+    return p;
+}
+
+/* Add a peer that contacted us; when our slots are full, tell it to pick
+ * someone else (HyParView-style), so links stay symmetric. */
+static struct peer *peer_inbound(struct sm_node *n, struct member *m, bool eager)
+{
+    if (m->peer >= 0) return &n->peers[m->peer];
+    struct peer *p = peer_add(n, m, eager, false);
+    if (!p && live_state(m->state) && !m->self) {
+        struct gossip_enc e;
+        pkt_begin(n, &e, SIZE_MAX);
+        if (gossip_enc_prune(&e, true) == 0) pkt_send(n, &m->addr, &e, SM_PKT_DATA, 0);
+    }
+    return p;
+}
+
+static size_t chosen_peers(const struct sm_node *n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n->n_peers; i++) c += n->peers[i].chosen;
+    return c;
+}
+
+static struct member *random_live(struct sm_node *n, bool alive_only)
+{
+    if (!n->n_alive_other) return NULL;
+    for (int tries = 0; tries < 32; tries++) {
+        struct member *m = n->members[rng_below(n, n->n_members)];
+        if (m->self) continue;
+        if (alive_only ? m->state == SM_MEMBER_ALIVE : live_state(m->state)) return m;
+    }
+    return NULL;
+}
+
+static void peers_fill(struct sm_node *n)
+{
+    size_t want = n->cfg.active_view, have = chosen_peers(n);
+    for (int tries = 0; have < want && tries < 8; tries++) {
+        struct member *m = random_live(n, true);
+        if (!m) break;
+        if (m->peer >= 0) {
+            n->peers[m->peer].chosen = true;
+        } else if (!peer_add(n, m, true, true)) {
+            break;
+        } else {
+            /* an empty graft makes the link symmetric at once: the peer adds us */
+            struct gossip_enc e;
+            size_t w;
+            pkt_begin(n, &e, SIZE_MAX);
+            if (gossip_enc_ids(&e, GOSSIP_GRAFT, 0, 0, NULL, 0, &w) == 0)
+                pkt_send(n, &m->addr, &e, SM_PKT_DATA, 0);
+        }
+        have = chosen_peers(n);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Member state changes */
+
+static double log10n(const struct sm_node *n)
+{
+    double l = log10((double)(n->n_members > 1 ? n->n_members : 2));
+    return l < 1 ? 1 : l;
+}
+
+static void susp_update_deadline(struct sm_node *n, struct member *m)
+{
+    /* Lifeguard: start at max = max_mult * min, fall towards min as
+     * independent accusers confirm: max - (max-min)*log(C+1)/log(K+1). */
+    double minv = n->cfg.suspicion_mult * log10n(n) * n->cfg.probe_interval_ms;
+    double maxv = minv * n->cfg.suspicion_max_mult;
+    double k = n->cfg.indirect_k ? n->cfg.indirect_k : 1;
+    double c = m->n_acc > 0 ? m->n_acc - 1 : 0;
+    double t = maxv - (maxv - minv) * log(c + 1) / log(k + 1);
+    if (t < minv) t = minv;
+    m->susp_deadline = m->susp_start + (uint64_t)t;
+}
+
+static bool add_accuser(struct member *m, const char *from, size_t fl)
+{
+    uint32_t h = (uint32_t)id_hash(from, fl);
+    for (unsigned i = 0; i < m->n_acc; i++)
+        if (m->acc[i] == h) return false;
+    if (m->n_acc >= MAX_ACCUSERS) return false;
+    m->acc[m->n_acc++] = h;
+    return true;
+}
+
+static void refute(struct sm_node *n, uint64_t inc)
+{
+    struct member *s = n->self;
+    if (n->left) return;
+    if (inc >= s->inc) s->inc = inc + 1;
+    n->st.refutations++;
+    if (n->lh < n->cfg.max_local_health) n->lh++;
+    rumor_queue(n, s, GOSSIP_ALIVE, NULL, 0);
+    rumor_tree(n, s, NULL);
+}
+
+/* ALIVE(id, inc, addr): returns true when our view changed. */
+static bool on_alive(struct sm_node *n, const char *id, size_t idl, uint64_t inc,
+                     const struct sm_addr *addr, struct member *src)
+{
+    if (is_self_id(n, id, idl)) {
+        /* someone claims a newer me (an old life of ours): outrank it */
+        if (inc > n->self->inc) refute(n, inc);
+        return false;
+    }
+    struct member *m = mfind(n, id, idl);
+    if (!m) {
+        if (!addr || !addr->len) return false;
+        m = madd(n, id, idl, inc, addr, n->now.mono_ms);
+        if (!m) return false;
+        /* a join is spread by piggybacking only: a tree broadcast per member
+         * would cost O(N) packets per join */
+        rumor_queue(n, m, GOSSIP_ALIVE, NULL, 0);
+        emit(n, SM_MEV_JOIN, m);
+        return true;
+    }
+    if (inc <= m->inc) {
+        /* same incarnation alive does not override suspect/dead */
+        return false;
+    }
+    uint8_t old = m->state;
+    bool moved = addr && addr->len && !addr_eq(addr, &m->addr);
+    m->inc = inc;
+    if (addr && addr->len) m->addr = *addr;
+    set_state(n, m, SM_MEMBER_ALIVE);
+    rumor_queue(n, m, GOSSIP_ALIVE, NULL, 0);
+    if (old != SM_MEMBER_ALIVE)
+        emit(n, SM_MEV_ALIVE, m);
+    else if (moved)
+        emit(n, SM_MEV_UPDATE, m);
+    if (old != SM_MEMBER_ALIVE) {
+        peers_fill(n);
+        rumor_tree(n, m, src);
+    }
+    return true;
+}
+
+static void start_suspect(struct sm_node *n, struct member *m, const char *from, size_t fl,
+                          struct member *src)
+{
+    set_state(n, m, SM_MEMBER_SUSPECT);
+    m->susp_start = n->now.mono_ms;
+    m->n_acc = 0;
+    add_accuser(m, from, fl);
+    susp_update_deadline(n, m);
+    rumor_queue(n, m, GOSSIP_SUSPECT, from, fl);
+    emit(n, SM_MEV_SUSPECT, m);
+    rumor_tree(n, m, src);
+}
+
+static void on_suspect(struct sm_node *n, const char *id, size_t idl, uint64_t inc,
+                       const char *from, size_t fl, struct member *src)
+{
+    if (is_self_id(n, id, idl)) {
+        if (inc >= n->self->inc) refute(n, inc);
+        return;
+    }
+    struct member *m = mfind(n, id, idl);
+    if (!m || inc < m->inc) return;
+    if (m->state == SM_MEMBER_DEAD || m->state == SM_MEMBER_LEFT) {
+        if (inc <= m->inc) return;
+    }
+    if (m->state == SM_MEMBER_SUSPECT && inc == m->inc) {
+        /* an independent confirmation shortens the timer (Lifeguard) */
+        if (add_accuser(m, from, fl)) susp_update_deadline(n, m);
+        return;
+    }
+    if (m->state == SM_MEMBER_ALIVE && inc < m->inc) return;
+    m->inc = inc;
+    start_suspect(n, m, from, fl, src);
+}
+
+static void declare_dead(struct sm_node *n, struct member *m, uint8_t type, const char *from,
+                         size_t fl, struct member *src)
+{
+    set_state(n, m, type == GOSSIP_LEAVE ? SM_MEMBER_LEFT : SM_MEMBER_DEAD);
+    rumor_queue(n, m, type, from, fl);
+    emit(n, type == GOSSIP_LEAVE ? SM_MEV_LEAVE : SM_MEV_DEAD, m);
+    rumor_tree(n, m, src);
+    if (n->pr.active && n->pr.target == m) n->pr.active = false;
+    peers_fill(n);
+}
+
+static void on_dead(struct sm_node *n, uint8_t type, const char *id, size_t idl, uint64_t inc,
+                    const char *from, size_t fl, struct member *src)
+{
+    if (is_self_id(n, id, idl)) {
+        if (type == GOSSIP_LEAVE && n->left) return;
+        if (inc >= n->self->inc) refute(n, inc);
+        return;
+    }
+    struct member *m = mfind(n, id, idl);
+    if (!m || inc < m->inc) return;
+    if (m->state == SM_MEMBER_LEFT) return;
+    if (m->state == SM_MEMBER_DEAD && (type != GOSSIP_LEAVE || inc < m->inc)) return;
+    m->inc = inc;
+    declare_dead(n, m, type, from, fl, src);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Records: recent cache, fresh (to forward), lazy (to announce), missing */
+
+static struct recent *recent_find(struct sm_node *n, uint64_t id)
+{
+    /* a short linear scan from the newest: ids are looked up right after they
+     * were seen (IHAVE, graft) */
+    for (size_t k = 0; k < RECENT_CAP; k++) {
+        size_t i = (n->recent_pos + RECENT_CAP - 1 - k) % RECENT_CAP;
+        if (!n->recent[i].used) return NULL;
+        if (n->recent[i].id == id) return &n->recent[i];
+    }
+    return NULL;
+}
+
+static struct recent *recent_add(struct sm_node *n, uint64_t id, unsigned leaf, uint8_t round)
+{
+    struct recent *r = &n->recent[n->recent_pos];
+    n->recent_pos = (n->recent_pos + 1) % RECENT_CAP;
+    r->id = id;
+    r->leaf = (uint16_t)leaf;
+    r->round = round;
+    r->knows = 0;
+    r->used = true;
+    return r;
+}
+
+static void missing_drop(struct sm_node *n, uint64_t id)
+{
+    for (size_t i = 0; i < n->n_missing; i++)
+        if (n->missing[i].id == id) {
+            n->missing[i] = n->missing[--n->n_missing];
+            return;
+        }
+}
+
+static void fresh_add(struct sm_node *n, const struct crdt_rec_view *v, uint8_t round,
+                      struct member *src)
+{
+    size_t need = gossip_rec_size(v) + 16;
+    if (n->n_fresh >= FRESH_MAX) {
+        n->st.encode_overflow++;
+        return;
+    }
+    if (n->fresh_cap - n->fresh_len < need) {
+        size_t nc = n->fresh_cap ? n->fresh_cap * 2 : 4096;
+        while (nc - n->fresh_len < need) nc *= 2;
+        uint8_t *b = realloc(n->fresh_buf, nc);
+        if (!b) return;
+        n->fresh_buf = b;
+        n->fresh_cap = nc;
+    }
+    struct gossip_enc e;
+    e.buf = n->fresh_buf + n->fresh_len;
+    e.cap = n->fresh_cap - n->fresh_len;
+    e.len = 0;
+    e.n_msgs = 0;
+    e.overflow = false;
+    if (gossip_enc_rec(&e, GOSSIP_RK_EAGER, round, v) != 0) {
+        n->st.encode_overflow++;
+        return;
+    }
+    n->fresh[n->n_fresh].off = n->fresh_len;
+    n->fresh[n->n_fresh].len = e.len;
+    n->fresh[n->n_fresh].src = src;
+    n->n_fresh++;
+    n->fresh_len += e.len;
+}
+
+static void lazy_add(struct sm_node *n, uint64_t id, uint8_t round)
+{
+    if (n->n_lazy >= LAZY_CAP) return;
+    n->lazy[n->n_lazy].id = id;
+    n->lazy[n->n_lazy].round = round;
+    n->n_lazy++;
+}
+
+/* Push every fresh record to the eager peers (but its source), in packets
+ * filled up to the MTU. */
+static void fresh_flush(struct sm_node *n)
+{
+    if (!n->n_fresh) return;
+    for (size_t pi = 0; pi < n->n_peers; pi++) {
+        struct peer *p = &n->peers[pi];
+        if (!p->eager) continue;
+        struct gossip_enc e;
+        pkt_begin(n, &e, SIZE_MAX);
+        for (size_t i = 0; i < n->n_fresh; i++) {
+            struct fresh *f = &n->fresh[i];
+            if (f->src == p->m) continue;
+            if (f->len > gossip_enc_room(&e) || e.n_msgs >= GOSSIP_MAX_MSGS) {
+                pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
+                pkt_begin(n, &e, SIZE_MAX);
+                if (f->len > gossip_enc_room(&e)) {
+                    n->st.encode_overflow++;
+                    continue;
+                }
+            }
+            memcpy(e.buf + e.len, n->fresh_buf + f->off, f->len);
+            e.len += f->len;
+            e.n_msgs++;
+        }
+        if (!pkt_empty(&e)) pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
+    }
+    n->n_fresh = 0;
+    n->fresh_len = 0;
+}
+
+struct old_copy {
+    struct crdt_rec_view v;
+    bool have;
+};
+
+/* Merge a verified remote (or pending-released) record. Returns 1 when new. */
+static int merge_in(struct sm_node *n, const struct crdt_rec_view *v, uint8_t kind, uint8_t round,
+                    struct member *src)
+{
+    uint64_t id = crdt_rec_digest(v);
+    const struct crdt_rec *cur = crdt_replica_find(n->rep, v->key, v->key_len);
+    struct crdt_rec_view ov;
+    uint8_t *oldbuf = NULL;
+    struct crdt_rec_view oldv;
+    bool have_old = false;
+    if (cur) {
+        crdt_rec_view(n->rep, cur, &ov);
+        if (crdt_order_cmp(v, &ov) <= 0) {
+            n->st.records_duplicate++;
+            struct recent *r = recent_find(n, id);
+            if (r && src && src->peer >= 0) r->knows |= 1u << src->peer;
+            if (n->cfg.prune && kind == GOSSIP_RK_EAGER && src && src->peer >= 0 &&
+                n->peers[src->peer].eager) {
+                /* a second eager copy: this link is redundant in the tree */
+                n->peers[src->peer].eager = false;
+                struct gossip_enc e;
+                pkt_begin(n, &e, SIZE_MAX);
+                if (gossip_enc_prune(&e, false) == 0) {
+                    pkt_send(n, &src->addr, &e, SM_PKT_DATA, 0);
+                    n->st.prunes++;
+                }
+            }
+            return 0;
+        }
+        if (n->cfg.cb.on_record) {
+            /* keep the replaced record for the callback (the view dies in merge) */
+            size_t need = ov.key_len + ov.value_len + ov.origin_len + CRDT_SIG_LEN;
+            oldbuf = need <= sizeof(S.old) ? S.old : malloc(need);
+            if (oldbuf) {
+                oldv = ov;
+                uint8_t *p = oldbuf;
+                memcpy(p, ov.key, ov.key_len);
+                oldv.key = (const char *)p;
+                p += ov.key_len;
+                if (ov.value) {
+                    memcpy(p, ov.value, ov.value_len);
+                    oldv.value = p;
+                    p += ov.value_len;
+                }
+                memcpy(p, ov.origin, ov.origin_len);
+                oldv.origin = (const char *)p;
+                p += ov.origin_len;
+                if (ov.sig) {
+                    memcpy(p, ov.sig, CRDT_SIG_LEN);
+                    oldv.sig = p;
+                }
+                have_old = true;
+            }
+        }
+    }
+    int rc = crdt_replica_merge(n->rep, v);
+    if (rc != 1) {
+        if (oldbuf && oldbuf != S.old) free(oldbuf);
+        if (rc == 0) n->st.records_duplicate++;
+        return 0;
+    }
+    n->st.records_merged++;
+    unsigned leaf = (unsigned)(crdt_key_hash(v->key, v->key_len) & (CRDT_DIGEST_LEAVES - 1));
+    struct recent *r = recent_add(n, id, leaf, round);
+    if (src && src->peer >= 0) {
+        r->knows |= 1u << src->peer;
+        /* Plumtree: the link a message first arrives on belongs to the tree.
+         * If we had pruned it, our prune may have crossed this message: tell
+         * the peer to keep pushing to us (an empty graft). */
+        struct peer *pp = &n->peers[src->peer];
+        if (kind != GOSSIP_RK_AE && !pp->eager) {
+            pp->eager = true;
+            struct gossip_enc e;
+            size_t w;
+            pkt_begin(n, &e, SIZE_MAX);
+            if (gossip_enc_ids(&e, GOSSIP_GRAFT, 0, 0, NULL, 0, &w) == 0)
+                pkt_send(n, &src->addr, &e, SM_PKT_DATA, 0);
+        }
+    }
+    missing_drop(n, id);
+    uint8_t nround = round < 255 ? round + 1 : 255;
+    fresh_add(n, v, nround, src);
+    lazy_add(n, id, nround);
+    if (n->cfg.cb.on_record) {
+        const struct crdt_rec *now = crdt_replica_find(n->rep, v->key, v->key_len);
+        struct crdt_rec_view nv;
+        if (now) {
+            crdt_rec_view(n->rep, now, &nv);
+            n->busy++;
+            n->cfg.cb.on_record(n->cfg.ud, &nv, have_old ? &oldv : NULL);
+            n->busy--;
+        }
+    }
+    if (oldbuf && oldbuf != S.old) free(oldbuf);
+    return 1;
+}
+
+static bool rec_fields_ok(const struct sm_node *n, const struct crdt_rec_view *v)
+{
+    if (v->value_len > n->cfg.max_value_len) return false;
+    if (!(v->flags & CRDT_F_TOMBSTONE) && !v->value) return false;
+    return true;
+}
+
+struct pend_arg {
+    struct sm_node *n;
+};
+
+static void pending_cb(const struct crdt_rec_view *r, void *arg)
+{
+    struct pend_arg *a = arg;
+    merge_in(a->n, r, GOSSIP_RK_AE, 0, NULL);
+}
+
+static void release_pending(struct sm_node *n, const char *id, size_t len)
+{
+    if (!n->crypto) return;
+    struct pend_arg a = {n};
+    (void)smc_pending_take_for(n->crypto, n->now.wall_ms, id, len, pending_cb, &a);
+}
+
+static void on_record(struct sm_node *n, const struct gossip_msg *msg, struct member *src)
+{
+    const struct crdt_rec_view *v = &msg->u.rec.v;
+    if (!rec_fields_ok(n, v)) {
+        n->st.rejected[SM_REJ_RECORD]++;
+        return;
+    }
+    if (n->crypto) {
+        enum smc_reason why = SMC_R_OK;
+        int rc = smc_rec_verify(n->crypto, n->now.wall_ms, v, &why);
+        if (rc != 0) {
+            if (why == SMC_R_UNKNOWN_ORIGIN) {
+                if (smc_pending_add(n->crypto, n->now.wall_ms, v) == 0) n->st.records_pending++;
+            } else {
+                n->st.rejected[SM_REJ_RECORD_SIG]++;
+            }
+            return;
+        }
+    }
+    merge_in(n, v, msg->u.rec.kind, msg->u.rec.round, src);
+}
+
+/* Find the stored record of leaf @p leaf whose digest is @p id. */
+struct leaf_find {
+    uint64_t id;
+    struct crdt_rec_view v;
+    bool found;
+};
+
+static int leaf_find_fn(const struct crdt_rec_view *v, void *arg)
+{
+    struct leaf_find *f = arg;
+    if (crdt_rec_digest(v) == f->id) {
+        f->v = *v;
+        f->found = true;
+        return 1;
+    }
+    return 0;
+}
+
+static bool rec_live_to_send(const struct sm_node *n, const struct crdt_rec_view *v)
+{
+    /* an expired record is not gossiped (its expiry tombstone is, after the sweep) */
+    return !(v->expires_at && v->expires_at <= n->now.wall_ms && !(v->flags & CRDT_F_TOMBSTONE));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Plumtree messages */
+
+static void send_ihave_tick(struct sm_node *n)
+{
+    if (!n->n_lazy) return;
+    uint64_t ids[LAZY_CAP];
+    for (size_t pi = 0; pi < n->n_peers; pi++) {
+        struct peer *p = &n->peers[pi];
+        if (p->eager) continue;
+        size_t k = 0;
+        uint8_t round = 0;
+        for (size_t i = 0; i < n->n_lazy; i++) {
+            struct recent *r = recent_find(n, n->lazy[i].id);
+            if (r && (r->knows & (1u << pi))) continue;
+            ids[k++] = n->lazy[i].id;
+            round = n->lazy[i].round;
+        }
+        size_t off = 0;
+        while (off < k) {
+            struct gossip_enc e;
+            size_t w = 0;
+            pkt_begin(n, &e, SIZE_MAX);
+            if (gossip_enc_ids(&e, GOSSIP_IHAVE, round, 0, ids + off, k - off, &w) != 0 || !w)
+                break;
+            pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
+            n->st.ihave_ids += w;
+            off += w;
+        }
+    }
+    n->n_lazy = 0;
+}
+
+static void on_ihave(struct sm_node *n, const struct gossip_msg *msg, struct member *src)
+{
+    if (!src) return;
+    if (src->peer < 0) peer_inbound(n, src, false);
+    for (size_t i = 0; i < msg->u.ids.n_ids; i++) {
+        uint64_t id = gossip_id_at(msg->u.ids.ids, i);
+        struct recent *r = recent_find(n, id);
+        if (r) {
+            if (src->peer >= 0) r->knows |= 1u << src->peer;
+            continue;
+        }
+        struct missing *ms = NULL;
+        for (size_t k = 0; k < n->n_missing; k++)
+            if (n->missing[k].id == id) ms = &n->missing[k];
+        if (!ms) {
+            if (n->n_missing >= MAX_MISSING) continue;
+            ms = &n->missing[n->n_missing++];
+            memset(ms, 0, sizeof(*ms));
+            ms->id = id;
+            ms->round = msg->u.ids.round;
+            ms->deadline = n->now.mono_ms + n->cfg.graft_timeout_ms;
+        }
+        bool dup = false;
+        for (unsigned k = 0; k < ms->n_ann; k++) dup |= ms->ann[k] == src;
+        if (!dup && ms->n_ann < MAX_ANNOUNCE) ms->ann[ms->n_ann++] = src;
+    }
+}
+
+static void missing_tick(struct sm_node *n)
+{
+    uint64_t now = n->now.mono_ms;
+    for (size_t i = 0; i < n->n_missing;) {
+        struct missing *ms = &n->missing[i];
+        if (ms->deadline > now) {
+            i++;
+            continue;
+        }
+        if (ms->next >= ms->n_ann) {
+            n->missing[i] = n->missing[--n->n_missing];
+            continue;
+        }
+        struct member *a = ms->ann[ms->next++];
+        if (live_state(a->state)) {
+            struct peer *p = a->peer >= 0 ? &n->peers[a->peer] : peer_add(n, a, true, false);
+            if (p) p->eager = true;
+            struct gossip_enc e;
+            pkt_begin(n, &e, SIZE_MAX);
+            size_t w;
+            if (gossip_enc_ids(&e, GOSSIP_GRAFT, 0, 0, &ms->id, 1, &w) == 0) {
+                pkt_send(n, &a->addr, &e, SM_PKT_DATA, 0);
+                n->st.grafts++;
+            }
+        }
+        ms->deadline = now + 2 * (uint64_t)n->cfg.graft_timeout_ms;
+        i++;
+    }
+}
+
+static void on_graft(struct sm_node *n, const struct gossip_msg *msg, struct member *src,
+                     const struct sm_addr *from)
+{
+    if (src) {
+        struct peer *p = peer_inbound(n, src, true);
+        if (p) p->eager = true;
+    }
+    struct gossip_enc e;
+    pkt_begin(n, &e, SIZE_MAX);
+    for (size_t i = 0; i < msg->u.ids.n_ids; i++) {
+        uint64_t id = gossip_id_at(msg->u.ids.ids, i);
+        struct recent *r = recent_find(n, id);
+        if (!r) continue;
+        struct leaf_find f = {.id = id};
+        crdt_replica_foreach_leaf(n->rep, r->leaf, leaf_find_fn, &f);
+        if (!f.found) continue;
+        if (gossip_enc_rec(&e, GOSSIP_RK_GRAFT, r->round, &f.v) != 0) {
+            if (!pkt_empty(&e)) pkt_send(n, from, &e, SM_PKT_DATA, 0);
+            pkt_begin(n, &e, SIZE_MAX);
+            if (gossip_enc_rec(&e, GOSSIP_RK_GRAFT, r->round, &f.v) != 0) n->st.encode_overflow++;
+        }
+    }
+    if (!pkt_empty(&e)) pkt_send(n, from, &e, SM_PKT_DATA, 0);
+}
+
+static void on_prune(struct sm_node *n, const struct gossip_msg *msg, struct member *src)
+{
+    if (!src || src->peer < 0) return;
+    if (msg->u.ids.disconnect)
+        peer_remove(n, src);
+    else
+        n->peers[src->peer].eager = false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Anti-entropy */
+
+static void group_digests(const struct sm_node *n, uint64_t g[GOSSIP_GROUPS])
+{
+    for (unsigned i = 0; i < GOSSIP_GROUPS; i++) {
+        uint64_t x = 0;
+        for (unsigned k = 0; k < GOSSIP_GROUP_LEAVES; k++)
+            x ^= crdt_replica_leaf(n->rep, i * GOSSIP_GROUP_LEAVES + k);
+        g[i] = x;
+    }
+}
+
+static void ae_start(struct sm_node *n)
+{
+    struct member *m = random_live(n, true);
+    if (!m) return;
+    uint64_t g[GOSSIP_GROUPS];
+    group_digests(n, g);
+    struct gossip_enc e;
+    pkt_begin(n, &e, SIZE_MAX);
+    size_t w;
+    if (gossip_enc_ids(&e, GOSSIP_DIGEST, 0, crdt_replica_root(n->rep), g, GOSSIP_GROUPS, &w))
+        return;
+    n->st.ae_rounds++;
+    pkt_send(n, &m->addr, &e, SM_PKT_AE, 0);
+}
+
+/* A response budget: an unauthenticated sender gets at most its request's size back. */
+struct reply {
+    struct sm_node *n;
+    const struct sm_addr *to;
+    size_t budget;
+    struct gossip_enc e;
+    bool open;
+    enum sm_pkt_class cls;
+};
+
+static void reply_flush(struct reply *r)
+{
+    if (r->open && !pkt_empty(&r->e)) {
+        size_t len = r->e.len;
+        pkt_send(r->n, r->to, &r->e, r->cls, 0);
+        r->budget = len >= r->budget ? 0 : r->budget - len;
+    }
+    r->open = false;
+}
+
+static bool reply_open(struct reply *r)
+{
+    if (r->open) return true;
+    if (r->budget < 64) return false;
+    pkt_begin_buf(r->n, &r->e, S.reply, r->budget);
+    r->open = true;
+    return true;
+}
+
+static void on_digest(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+{
+    if (msg->u.ids.root == crdt_replica_root(n->rep)) {
+        n->st.ae_in_sync++;
+        return;
+    }
+    uint64_t g[GOSSIP_GROUPS], leaves[GOSSIP_GROUP_LEAVES];
+    group_digests(n, g);
+    for (unsigned i = 0; i < GOSSIP_GROUPS; i++) {
+        if (g[i] == gossip_id_at(msg->u.ids.ids, i)) continue;
+        for (unsigned k = 0; k < GOSSIP_GROUP_LEAVES; k++)
+            leaves[k] = crdt_replica_leaf(n->rep, i * GOSSIP_GROUP_LEAVES + k);
+        if (!reply_open(rp)) return;
+        size_t w;
+        if (gossip_enc_ids(&rp->e, GOSSIP_DIGEST_LEAVES, i, 0, leaves, GOSSIP_GROUP_LEAVES, &w) ||
+            w != GOSSIP_GROUP_LEAVES) {
+            rp->e.len -= 0;
+            reply_flush(rp);
+            if (!reply_open(rp)) return;
+            if (gossip_enc_ids(&rp->e, GOSSIP_DIGEST_LEAVES, i, 0, leaves, GOSSIP_GROUP_LEAVES, &w))
+                return;
+        }
+    }
+}
+
+struct ids_coll {
+    uint64_t *ids;
+    size_t n, cap;
+};
+
+static int coll_fn(const struct crdt_rec_view *v, void *arg)
+{
+    struct ids_coll *c = arg;
+    if (c->n < c->cap) c->ids[c->n++] = crdt_rec_digest(v);
+    return 0;
+}
+
+static void on_digest_leaves(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+{
+    uint64_t buf[256];
+    unsigned g = msg->u.ids.index;
+    for (unsigned k = 0; k < GOSSIP_GROUP_LEAVES; k++) {
+        unsigned leaf = g * GOSSIP_GROUP_LEAVES + k;
+        if (crdt_replica_leaf(n->rep, leaf) == gossip_id_at(msg->u.ids.ids, k)) continue;
+        struct ids_coll c = {buf, 0, 256};
+        crdt_replica_foreach_leaf(n->rep, leaf, coll_fn, &c);
+        size_t off = 0;
+        do {
+            if (!reply_open(rp)) return;
+            size_t w = 0;
+            if (gossip_enc_ids(&rp->e, GOSSIP_LEAF_IDS, leaf, 0, buf + off, c.n - off, &w)) {
+                reply_flush(rp);
+                if (!reply_open(rp)) return;
+                if (gossip_enc_ids(&rp->e, GOSSIP_LEAF_IDS, leaf, 0, buf + off, c.n - off, &w))
+                    return;
+            }
+            off += w;
+        } while (off < c.n);
+    }
+}
+
+struct leaf_send {
+    struct sm_node *n;
+    struct reply *rp;
+    const uint8_t *ids; /* the peer's ids (has) or the wanted ids */
+    size_t n_ids;
+    bool send_if_absent; /* true: send ours not in ids; false: send ours in ids */
+    uint64_t *mine;
+    size_t n_mine, cap_mine;
+    bool stop;
+};
+
+static bool ids_contain(const uint8_t *ids, size_t n, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (gossip_id_at(ids, i) == id) return true;
+    return false;
+}
+
+static int leaf_send_fn(const struct crdt_rec_view *v, void *arg)
+{
+    struct leaf_send *s = arg;
+    uint64_t id = crdt_rec_digest(v);
+    if (s->mine && s->n_mine < s->cap_mine) s->mine[s->n_mine++] = id;
+    if (s->stop) return 0;
+    bool in = ids_contain(s->ids, s->n_ids, id);
+    if (in == s->send_if_absent) return 0;
+    if (!rec_live_to_send(s->n, v)) return 0;
+    struct reply *rp = s->rp;
+    if (!reply_open(rp)) {
+        s->stop = true;
+        return 0;
+    }
+    if (gossip_enc_rec(&rp->e, GOSSIP_RK_AE, 0, v) != 0) {
+        reply_flush(rp);
+        if (!reply_open(rp) || gossip_enc_rec(&rp->e, GOSSIP_RK_AE, 0, v) != 0) {
+            s->stop = true;
+            return 0;
+        }
+    }
+    s->n->st.ae_records_sent++;
+    return 0;
+}
+
+static void on_leaf_ids(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+{
+    uint64_t mine[256], want[256];
+    unsigned leaf = msg->u.ids.index;
+    struct leaf_send s = {n, rp, msg->u.ids.ids, msg->u.ids.n_ids, true, mine, 0, 256, false};
+    crdt_replica_foreach_leaf(n->rep, leaf, leaf_send_fn, &s);
+    size_t nw = 0;
+    for (size_t i = 0; i < msg->u.ids.n_ids && nw < 256; i++) {
+        uint64_t id = gossip_id_at(msg->u.ids.ids, i);
+        bool have = false;
+        for (size_t k = 0; k < s.n_mine && !have; k++) have = mine[k] == id;
+        if (!have) want[nw++] = id;
+    }
+    size_t off = 0;
+    while (off < nw) {
+        if (!reply_open(rp)) return;
+        size_t w = 0;
+        if (gossip_enc_ids(&rp->e, GOSSIP_WANT, leaf, 0, want + off, nw - off, &w)) {
+            reply_flush(rp);
+            continue;
+        }
+        off += w;
+    }
+}
+
+static void on_want(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+{
+    struct leaf_send s = {n, rp, msg->u.ids.ids, msg->u.ids.n_ids, false, NULL, 0, 0, false};
+    crdt_replica_foreach_leaf(n->rep, msg->u.ids.index, leaf_send_fn, &s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Probing (SWIM + Lifeguard) */
+
+static uint64_t scaled(const struct sm_node *n, uint32_t ms)
+{
+    return (uint64_t)ms * (n->lh + 1);
+}
+
+static struct member *next_probe_target(struct sm_node *n)
+{
+    for (int round = 0; round < 2; round++) {
+        while (n->probe_pos < n->probe_n) {
+            struct member *m = n->probe_list[n->probe_pos++];
+            if (!m->self && live_state(m->state)) return m;
+        }
+        /* end of a round: reshuffle the live members (O(N) once per N probes) */
+        n->probe_n = 0;
+        n->probe_pos = 0;
+        for (size_t i = 0; i < n->n_members; i++) {
+            struct member *m = n->members[i];
+            if (m->self || !live_state(m->state)) continue;
+            if (vec_push(&n->probe_list, &n->probe_n, &n->probe_cap, m)) break;
+        }
+        for (size_t i = n->probe_n; i > 1; i--) {
+            size_t j = rng_below(n, i);
+            struct member *t = n->probe_list[i - 1];
+            n->probe_list[i - 1] = n->probe_list[j];
+            n->probe_list[j] = t;
+        }
+        if (!n->probe_n) return NULL;
+    }
+    return NULL;
+}
+
+static void send_ping(struct sm_node *n, struct member *t, uint32_t seq, bool notice_dead)
+{
+    struct gossip_enc e;
+    pkt_begin(n, &e, SIZE_MAX);
+    if (gossip_enc_probe(&e, GOSSIP_PING, seq, t->id, t->id_len, NULL)) return;
+    if (notice_dead)
+        (void)gossip_enc_member(&e, t->state == SM_MEMBER_LEFT ? GOSSIP_LEAVE : GOSSIP_DEAD, t->id,
+                                t->id_len, t->inc, n->id, n->cfg.id_len);
+    piggyback(n, &e);
+    pkt_send(n, &t->addr, &e, SM_PKT_PROBE, 0);
+}
+
+static void probe_finish(struct sm_node *n)
+{
+    if (!n->pr.active) return;
+    struct member *t = n->pr.target;
+    n->pr.active = false;
+    if (n->pr.acked) {
+        if (n->lh > 0) n->lh--;
+        return;
+    }
+    n->st.probe_timeouts++;
+    /* Lifeguard: relays that should have nacked but did not mean our own
+     * network is in trouble: become more patient. */
+    if (n->pr.nacks < n->pr.nacks_expected || n->pr.nacks_expected == 0) {
+        if (n->lh < n->cfg.max_local_health) n->lh++;
+    }
+    if (t->state == SM_MEMBER_ALIVE) {
+        n->st.suspicions++;
+        start_suspect(n, t, n->id, n->cfg.id_len, NULL);
+        notice(n, t, &t->addr);
+    }
+}
+
+static void probe_start(struct sm_node *n)
+{
+    struct member *t = next_probe_target(n);
+    if (!t) return;
+    n->pr.active = true;
+    n->pr.acked = false;
+    n->pr.indirect = false;
+    n->pr.target = t;
+    n->pr.seq = ++n->seq;
+    n->pr.nacks = n->pr.nacks_expected = 0;
+    n->pr.direct_deadline = n->now.mono_ms + scaled(n, n->cfg.probe_timeout_ms);
+    n->st.probes++;
+    send_ping(n, t, n->pr.seq, false);
+}
+
+static void probe_indirect(struct sm_node *n)
+{
+    struct member *t = n->pr.target;
+    n->pr.indirect = true;
+    unsigned want = n->cfg.indirect_k, sent = 0;
+    struct member *used[16];
+    for (int tries = 0; sent < want && sent < 16 && tries < 32; tries++) {
+        struct member *r = random_live(n, true);
+        if (!r) break;
+        if (r == t) continue;
+        bool dup = false;
+        for (unsigned i = 0; i < sent; i++) dup |= used[i] == r;
+        if (dup) continue;
+        used[sent++] = r;
+        struct gossip_enc e;
+        pkt_begin(n, &e, SIZE_MAX);
+        if (gossip_enc_probe(&e, GOSSIP_PING_REQ, n->pr.seq, t->id, t->id_len, &t->addr)) break;
+        piggyback(n, &e);
+        pkt_send(n, &r->addr, &e, SM_PKT_PROBE, 0);
+        n->st.indirect_probes++;
+    }
+    n->pr.nacks_expected = sent;
+}
+
+static void on_ping(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+{
+    if (msg->u.probe.target_len && !is_self_id(n, msg->u.probe.target, msg->u.probe.target_len))
+        return; /* meant for someone who used to have this address */
+    if (!reply_open(rp)) return;
+    rp->cls = SM_PKT_PROBE;
+    if (gossip_enc_probe(&rp->e, GOSSIP_ACK, msg->u.probe.seq, NULL, 0, NULL)) return;
+}
+
+static void on_ack(struct sm_node *n, const struct gossip_msg *msg)
+{
+    uint32_t seq = msg->u.probe.seq;
+    if (n->pr.active && seq == n->pr.seq) {
+        n->pr.acked = true;
+        return;
+    }
+    for (size_t i = 0; i < MAX_RELAYS; i++) {
+        struct relay *r = &n->relays[i];
+        if (r->used && r->my_seq == seq) {
+            struct gossip_enc e;
+            pkt_begin(n, &e, SIZE_MAX);
+            if (gossip_enc_probe(&e, GOSSIP_ACK, r->their_seq, NULL, 0, NULL) == 0)
+                pkt_send(n, &r->to, &e, SM_PKT_PROBE, 0);
+            r->used = false;
+            return;
+        }
+    }
+    n->st.rejected[SM_REJ_STALE]++;
+}
+
+static void on_nack(struct sm_node *n, const struct gossip_msg *msg)
+{
+    n->st.nacks_recv++;
+    if (n->pr.active && msg->u.probe.seq == n->pr.seq) n->pr.nacks++;
+}
+
+static void on_ping_req(struct sm_node *n, const struct gossip_msg *msg, const struct sm_addr *from,
+                        bool authed)
+{
+    if (!authed) return; /* relaying for strangers would make us an amplifier */
+    struct relay *r = NULL;
+    for (size_t i = 0; i < MAX_RELAYS && !r; i++)
+        if (!n->relays[i].used) r = &n->relays[i];
+    if (!r) return;
+    r->used = true;
+    r->my_seq = ++n->seq;
+    r->their_seq = msg->u.probe.seq;
+    r->to = *from;
+    r->deadline = n->now.mono_ms + n->cfg.probe_timeout_ms;
+    struct gossip_enc e;
+    pkt_begin(n, &e, SIZE_MAX);
+    if (gossip_enc_probe(&e, GOSSIP_PING, r->my_seq, msg->u.probe.target, msg->u.probe.target_len,
+                         NULL))
+        return;
+    piggyback(n, &e);
+    pkt_send(n, &msg->u.probe.target_addr, &e, SM_PKT_PROBE, 0);
+}
+
+static void relays_tick(struct sm_node *n)
+{
+    for (size_t i = 0; i < MAX_RELAYS; i++) {
+        struct relay *r = &n->relays[i];
+        if (!r->used || r->deadline > n->now.mono_ms) continue;
+        r->used = false;
+        struct gossip_enc e;
+        pkt_begin(n, &e, SIZE_MAX);
+        if (gossip_enc_probe(&e, GOSSIP_NACK, r->their_seq, NULL, 0, NULL) == 0)
+            pkt_send(n, &r->to, &e, SM_PKT_PROBE, 0);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Join and membership sync */
+
+static void send_join(struct sm_node *n, const struct sm_addr *to)
+{
+    struct gossip_enc e;
+    size_t cap = payload_cap(n, SMC_SEAL_CERT);
+    (void)gossip_enc_begin(&e, S.pkt, cap, n->id, n->cfg.id_len, n->self->inc);
+    const uint8_t *cert = NULL;
+    size_t cl = 0;
+    if (n->crypto) cert = smc_ctx_cert(n->crypto, &cl);
+    /* pad to the full packet: the answer may then be as large (no amplification) */
+    size_t base = e.len + 8 + n->self->addr.len + (cert ? cl + 3 : 1);
+    size_t pad = cap > base + 8 ? cap - base - 8 : 0;
+    while (gossip_enc_join(&e, &n->self->addr, cert, cl, pad) != 0 && pad > 0)
+        pad = pad > 16 ? pad - 16 : 0;
+    pkt_send(n, to, &e, SM_PKT_MEMBER, SMC_SEAL_CERT);
+}
+
+static int enc_member_state(struct sm_node *n, struct gossip_enc *e, const struct member *m)
+{
+    if (m->state == SM_MEMBER_ALIVE) {
+        const uint8_t *cert = NULL;
+        size_t cl = 0;
+        if (n->crypto) cert = smc_trust_get_encoded(n->crypto, m->id, m->id_len, &cl);
+        return gossip_enc_alive(e, m->id, m->id_len, m->inc, &m->addr, cert, cl);
+    }
+    uint8_t t = m->state == SM_MEMBER_SUSPECT ? GOSSIP_SUSPECT
+                : m->state == SM_MEMBER_DEAD  ? GOSSIP_DEAD
+                                              : GOSSIP_LEAVE;
+    return gossip_enc_member(e, t, m->id, m->id_len, m->inc, n->id, n->cfg.id_len);
+}
+
+static void send_page(struct sm_node *n, struct reply *rp, uint32_t cursor, struct member *asker)
+{
+    if (!reply_open(rp)) return;
+    rp->cls = SM_PKT_MEMBER;
+    struct gossip_enc *e = &rp->e;
+    size_t mark_len = e->len;
+    unsigned mark_n = e->n_msgs;
+    if (gossip_enc_sync(e, GOSSIP_SYNC_PAGE, 0, 0)) return;
+    size_t page_pos = mark_len;
+    /* what we hold about the asker first, so it can refute at once */
+    if (asker && !live_state(asker->state)) (void)enc_member_state(n, e, asker);
+    if (cursor == 0) (void)enc_member_state(n, e, n->self);
+    uint32_t i = cursor;
+    for (; i < n->n_members; i++) {
+        struct member *m = n->members[i];
+        if (m->self || m == asker) continue;
+        if (enc_member_state(n, e, m) != 0) break;
+    }
+    uint32_t next = i < n->n_members ? i : 0;
+    /* rewrite the page header with the real cursor (same encoded size class
+     * is not guaranteed, so rebuild it: header is small, re-encode in place) */
+    uint8_t tmp[16];
+    struct gossip_enc h = {.buf = tmp, .cap = sizeof(tmp)};
+    (void)gossip_enc_sync(&h, GOSSIP_SYNC_PAGE, next, 0);
+    size_t old_hlen;
+    {
+        struct gossip_enc h0 = {.buf = tmp + 8, .cap = 8};
+        (void)gossip_enc_sync(&h0, GOSSIP_SYNC_PAGE, 0, 0);
+        old_hlen = h0.len;
+    }
+    if (h.len != old_hlen) {
+        if (h.len > old_hlen && gossip_enc_room(e) < h.len - old_hlen) {
+            /* drop the last member to make room */
+            e->len = mark_len;
+            e->n_msgs = mark_n;
+            return;
+        }
+        memmove(e->buf + page_pos + h.len, e->buf + page_pos + old_hlen,
+                e->len - page_pos - old_hlen);
+        e->len = e->len + h.len - old_hlen;
+    }
+    memcpy(e->buf + page_pos, tmp, h.len);
+    reply_flush(rp);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Receive */
+
+static enum sm_pkt_class classify(const struct gossip_packet *p)
+{
+    if (!p->n_msgs) return SM_PKT_MEMBER;
+    switch (p->msgs[0].type) {
+    case GOSSIP_PING:
+    case GOSSIP_ACK:
+    case GOSSIP_NACK:
+    case GOSSIP_PING_REQ:
+        return SM_PKT_PROBE;
+    case GOSSIP_REC:
+        return p->msgs[0].u.rec.kind == GOSSIP_RK_AE ? SM_PKT_AE : SM_PKT_DATA;
+    case GOSSIP_IHAVE:
+    case GOSSIP_GRAFT:
+    case GOSSIP_PRUNE:
+        return SM_PKT_DATA;
+    case GOSSIP_DIGEST:
+    case GOSSIP_DIGEST_LEAVES:
+    case GOSSIP_LEAF_IDS:
+    case GOSSIP_WANT:
+    case GOSSIP_IN_SYNC:
+        return SM_PKT_AE;
+    default:
+        return SM_PKT_MEMBER;
+    }
+}
+
+static void recompute_next(struct sm_node *n);
+
+static void trust_cert(struct sm_node *n, const uint8_t *cert, size_t len, const char *id,
+                       size_t idl)
+{
+    if (!n->crypto || !cert) return;
+    enum smc_reason why;
+    int rc = smc_trust_add(n->crypto, n->now.wall_ms, cert, len, &why);
+    if (rc < 0) {
+        n->st.rejected[SM_REJ_CERT]++;
+        return;
+    }
+    if (rc == 1) release_pending(n, id, idl);
+}
+
+static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len, bool env_auth)
+{
+    struct gossip_packet *p = &S.in;
+    struct member *src = mfind(n, p->sender, p->sender_len);
+    enum sm_pkt_class cls = classify(p);
+    n->st.pkts_recv[cls]++;
+    n->st.bytes_recv[cls] += req_len;
+    n->st.rejected[SM_REJ_UNKNOWN_MSG] += p->n_unknown;
+
+    /* a stranger talking to us (its join or rumor did not reach us, or our
+     * partial view evicted it) becomes a member at the address it spoke from */
+    if (!src && p->n_msgs && p->msgs[0].type != GOSSIP_JOIN && p->msgs[0].type != GOSSIP_LEAVE) {
+        if (on_alive(n, p->sender, p->sender_len, p->sender_inc, from, NULL))
+            src = mfind(n, p->sender, p->sender_len);
+    }
+    /* the header is an implicit, direct "alive" from the sender */
+    if (src && !src->self) {
+        if (p->sender_inc > src->inc) {
+            on_alive(n, p->sender, p->sender_len, p->sender_inc, NULL, NULL);
+        } else if (!live_state(src->state) ||
+                   (src->state == SM_MEMBER_SUSPECT && p->sender_inc == src->inc)) {
+            notice(n, src, from);
+        }
+    }
+    bool authed =
+        n->crypto ? env_auth : (src && live_state(src->state) && addr_eq(&src->addr, from));
+    struct reply rp = {.n = n, .to = from, .budget = authed ? SIZE_MAX : req_len, .cls = cls};
+
+    for (size_t i = 0; i < p->n_msgs; i++) {
+        const struct gossip_msg *m = &p->msgs[i];
+        switch (m->type) {
+        case GOSSIP_PING:
+            on_ping(n, m, &rp);
+            break;
+        case GOSSIP_ACK:
+            on_ack(n, m);
+            break;
+        case GOSSIP_NACK:
+            on_nack(n, m);
+            break;
+        case GOSSIP_PING_REQ:
+            on_ping_req(n, m, from, authed);
+            break;
+        case GOSSIP_ALIVE:
+            trust_cert(n, m->u.member.cert, m->u.member.cert_len, m->u.member.id,
+                       m->u.member.id_len);
+            on_alive(n, m->u.member.id, m->u.member.id_len, m->u.member.inc, &m->u.member.addr,
+                     src);
+            break;
+        case GOSSIP_SUSPECT:
+            on_suspect(n, m->u.member.id, m->u.member.id_len, m->u.member.inc, m->u.member.from,
+                       m->u.member.from_len, src);
+            break;
+        case GOSSIP_DEAD:
+        case GOSSIP_LEAVE:
+            on_dead(n, (uint8_t)m->type, m->u.member.id, m->u.member.id_len, m->u.member.inc,
+                    m->u.member.from ? m->u.member.from : p->sender,
+                    m->u.member.from ? m->u.member.from_len : p->sender_len, src);
+            break;
+        case GOSSIP_JOIN:
+            trust_cert(n, m->u.join.cert, m->u.join.cert_len, p->sender, p->sender_len);
+            if (is_self_id(n, p->sender, p->sender_len)) break;
+            if (!src || p->sender_inc > src->inc) {
+                on_alive(n, p->sender, p->sender_len, p->sender_inc, &m->u.join.addr, NULL);
+                src = mfind(n, p->sender, p->sender_len);
+            }
+            rp.to = from;
+            send_page(n, &rp, 0, src);
+            break;
+        case GOSSIP_SYNC_REQ:
+            send_page(n, &rp, m->u.join.cursor, src);
+            break;
+        case GOSSIP_SYNC_PAGE:
+            if (m->u.join.cursor) {
+                struct gossip_enc e;
+                pkt_begin(n, &e, SIZE_MAX);
+                size_t cap = e.cap;
+                size_t pad = cap > e.len + 24 ? cap - e.len - 24 : 0;
+                while (gossip_enc_sync(&e, GOSSIP_SYNC_REQ, m->u.join.cursor, pad) != 0 && pad)
+                    pad = pad > 16 ? pad - 16 : 0;
+                pkt_send(n, from, &e, SM_PKT_MEMBER, 0);
+            }
+            break;
+        case GOSSIP_REC:
+            if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer < 0)
+                peer_inbound(n, src, true);
+            on_record(n, m, src);
+            break;
+        case GOSSIP_IHAVE:
+            on_ihave(n, m, src);
+            break;
+        case GOSSIP_GRAFT:
+            on_graft(n, m, src, from);
+            break;
+        case GOSSIP_PRUNE:
+            on_prune(n, m, src);
+            break;
+        case GOSSIP_DIGEST:
+            rp.cls = SM_PKT_AE;
+            on_digest(n, m, &rp);
+            break;
+        case GOSSIP_DIGEST_LEAVES:
+            rp.cls = SM_PKT_AE;
+            on_digest_leaves(n, m, &rp);
+            break;
+        case GOSSIP_LEAF_IDS:
+            rp.cls = SM_PKT_AE;
+            on_leaf_ids(n, m, &rp);
+            break;
+        case GOSSIP_WANT:
+            rp.cls = SM_PKT_AE;
+            on_want(n, m, &rp);
+            break;
+        case GOSSIP_IN_SYNC:
+            break;
+        }
+    }
+    /* an ack (or any reply) carries piggybacked rumors */
+    if (rp.open && rp.cls == SM_PKT_PROBE) piggyback(n, &rp.e);
+    reply_flush(&rp);
+    fresh_flush(n);
+    return 0;
+}
+
+int sm_node_recv(struct sm_node *n, struct sm_time now, const struct sm_addr *from,
+                 const uint8_t *buf, size_t len)
+{
+    if (n->left) {
+        n->st.rejected[SM_REJ_LEFT]++;
+        return 0;
+    }
+    n->now = now;
+    const uint8_t *payload = buf;
+    size_t plen = len;
+    int rc = 0;
+    if (len > 65507) {
+        n->st.rejected[SM_REJ_TOO_LARGE]++;
+        return SM_ERANGE;
+    }
+    const char *esender = NULL;
+    size_t esl = 0;
+    if (n->crypto) {
+        struct smc_opened o;
+        rc = smc_open(n->crypto, now.wall_ms, buf, len, &o);
+        if (rc != 0) {
+            n->st.rejected[SM_REJ_ENVELOPE]++;
+            return rc;
+        }
+        payload = o.payload;
+        plen = o.payload_len;
+        esender = o.sender;
+        esl = o.sender_len;
+        if (o.cert_added) release_pending(n, o.sender, o.sender_len);
+    }
+    enum gossip_decode_err de = gossip_decode(payload, plen, &S.in);
+    if (de != GOSSIP_DEC_OK) {
+        n->st.rejected[de == GOSSIP_DEC_VERSION    ? SM_REJ_VERSION
+                       : de == GOSSIP_DEC_TOO_MANY ? SM_REJ_TOO_LARGE
+                                                   : SM_REJ_DECODE]++;
+        return SM_EPROTO;
+    }
+    if (is_self_id(n, S.in.sender, S.in.sender_len) ||
+        (esender && (esl != S.in.sender_len || memcmp(esender, S.in.sender, esl) != 0))) {
+        n->st.rejected[SM_REJ_SENDER]++;
+        return SM_EAUTH;
+    }
+    process(n, from, len, n->crypto != NULL);
+    recompute_next(n);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timers */
+
+static void reap_and_suspicion(struct sm_node *n)
+{
+    uint64_t now = n->now.mono_ms;
+    for (size_t i = 0; i < n->n_susp;) {
+        struct member *m = n->susp[i];
+        if (m->state != SM_MEMBER_SUSPECT) {
+            m->in_susp = false;
+            n->susp[i] = n->susp[--n->n_susp];
+            continue;
+        }
+        if (m->susp_deadline <= now) {
+            m->in_susp = false;
+            n->susp[i] = n->susp[--n->n_susp];
+            declare_dead(n, m, GOSSIP_DEAD, n->id, n->cfg.id_len, NULL);
+            continue;
+        }
+        i++;
+    }
+}
+
+static void member_free(struct sm_node *n, struct member *m)
+{
+    if (m->rumor >= 0) rumor_drop(n, (size_t)m->rumor);
+    if (m->peer >= 0) peer_remove(n, m);
+    if (n->pr.target == m) n->pr.active = false, n->pr.target = NULL;
+    for (size_t i = 0; i < n->n_missing; i++)
+        for (unsigned k = 0; k < n->missing[i].n_ann; k++)
+            if (n->missing[i].ann[k] == m) {
+                n->missing[i].ann[k] = n->missing[i].ann[--n->missing[i].n_ann];
+                if (n->missing[i].next > n->missing[i].n_ann)
+                    n->missing[i].next = n->missing[i].n_ann;
+                k--;
+            }
+    for (size_t i = 0; i < n->n_fresh; i++)
+        if (n->fresh[i].src == m) n->fresh[i].src = NULL;
+    /* probe list: drop it (rare; O(list)) */
+    for (size_t i = 0; i < n->probe_n; i++)
+        if (n->probe_list[i] == m) {
+            memmove(n->probe_list + i, n->probe_list + i + 1,
+                    (n->probe_n - i - 1) * sizeof(*n->probe_list));
+            n->probe_n--;
+            if (n->probe_pos > i) n->probe_pos--;
+            break;
+        }
+    tab_del(n, m);
+    uint32_t idx = m->idx;
+    n->members[idx] = n->members[--n->n_members];
+    n->members[idx]->idx = idx;
+    n->st.members[m->state]--;
+    if (!m->self && live_state(m->state)) n->n_alive_other--;
+    free(m);
+}
+
+static void reap_dead(struct sm_node *n)
+{
+    uint64_t now = n->now.mono_ms;
+    for (size_t i = 0; i < n->n_dead;) {
+        struct member *m = n->dead[i];
+        if (m->state != SM_MEMBER_DEAD && m->state != SM_MEMBER_LEFT) {
+            m->in_dead = false;
+            n->dead[i] = n->dead[--n->n_dead];
+            continue;
+        }
+        if (now - m->since >= n->cfg.reap_timeout_ms) {
+            n->dead[i] = n->dead[--n->n_dead];
+            emit(n, SM_MEV_REAP, m);
+            member_free(n, m);
+            continue;
+        }
+        i++;
+    }
+}
+
+static void dead_probe(struct sm_node *n)
+{
+    /* compact first so we pick among real dead members */
+    size_t live_dead = 0;
+    for (size_t i = 0; i < n->n_dead; i++) {
+        struct member *m = n->dead[i];
+        if (m->state == SM_MEMBER_DEAD) live_dead++;
+    }
+    if (!live_dead) return;
+    unsigned k = 1 + (unsigned)(live_dead / 64);
+    if (k > 4) k = 4;
+    for (unsigned j = 0; j < k; j++) {
+        struct member *m = n->dead[rng_below(n, n->n_dead)];
+        if (m->state != SM_MEMBER_DEAD) continue;
+        send_ping(n, m, ++n->seq, true);
+    }
+}
+
+static void shuffle(struct sm_node *n)
+{
+    if (n->n_alive_other <= n->cfg.active_view) return;
+    size_t idx[MAX_PEERS], c = 0;
+    for (size_t i = 0; i < n->n_peers; i++)
+        if (n->peers[i].chosen) idx[c++] = i;
+    if (!c) return;
+    struct member *old = n->peers[idx[rng_below(n, c)]].m;
+    struct member *nw = random_live(n, true);
+    if (!nw || nw->peer >= 0) return;
+    struct gossip_enc e;
+    pkt_begin(n, &e, SIZE_MAX);
+    if (gossip_enc_prune(&e, true) == 0) pkt_send(n, &old->addr, &e, SM_PKT_DATA, 0);
+    peer_remove(n, old);
+    if (peer_add(n, nw, true, true)) {
+        size_t w;
+        pkt_begin(n, &e, SIZE_MAX);
+        if (gossip_enc_ids(&e, GOSSIP_GRAFT, 0, 0, NULL, 0, &w) == 0)
+            pkt_send(n, &nw->addr, &e, SM_PKT_DATA, 0);
+    }
+}
+
+static void recompute_next(struct sm_node *n)
+{
+    if (n->left) {
+        n->next = UINT64_MAX;
+        return;
+    }
+    uint64_t t = min64(n->t_probe, min64(n->t_gossip, min64(n->t_ae, n->t_maint)));
+    if (n->pr.active && !n->pr.acked && !n->pr.indirect) t = min64(t, n->pr.direct_deadline);
+    for (size_t i = 0; i < n->n_susp; i++)
+        if (n->susp[i]->state == SM_MEMBER_SUSPECT) t = min64(t, n->susp[i]->susp_deadline);
+    for (size_t i = 0; i < n->n_missing; i++) t = min64(t, n->missing[i].deadline);
+    for (size_t i = 0; i < MAX_RELAYS; i++)
+        if (n->relays[i].used) t = min64(t, n->relays[i].deadline);
+    n->next = t;
+}
+
+void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
+{
+    if (n->left) return;
+    n->now = now;
+    uint64_t t = now.mono_ms;
+    if (n->pr.active && !n->pr.acked && !n->pr.indirect && t >= n->pr.direct_deadline)
+        probe_indirect(n);
+    if (t >= n->t_probe) {
+        probe_finish(n);
+        probe_start(n);
+        n->t_probe = t + scaled(n, n->cfg.probe_interval_ms);
+    }
+    reap_and_suspicion(n);
+    if (n->n_missing) missing_tick(n);
+    relays_tick(n);
+    if (t >= n->t_gossip) {
+        send_ihave_tick(n);
+        n->t_gossip = t + n->cfg.gossip_interval_ms;
+    }
+    if (t >= n->t_ae) {
+        ae_start(n);
+        n->t_ae = t + n->cfg.ae_interval_ms;
+    }
+    if (t >= n->t_maint) {
+        n->t_maint = t + MAINT_MS;
+        reap_dead(n);
+        if (t >= n->t_dead_probe) {
+            dead_probe(n);
+            n->t_dead_probe = t + n->cfg.dead_probe_interval_ms;
+        }
+        if (n->n_alive_other == 0 && n->n_seeds && t >= n->t_rejoin) {
+            for (size_t i = 0; i < n->n_seeds; i++) send_join(n, &n->seeds[i]);
+            n->t_rejoin = t + n->cfg.rejoin_interval_ms;
+        }
+        if (t >= n->t_sync) {
+            /* membership pull from a random member: fills the view quickly
+             * after a join storm, then keeps partial views fresh */
+            struct member *m = random_live(n, true);
+            if (m) {
+                struct gossip_enc e;
+                pkt_begin(n, &e, SIZE_MAX);
+                size_t pad = e.cap > e.len + 24 ? e.cap - e.len - 24 : 0;
+                while (gossip_enc_sync(&e, GOSSIP_SYNC_REQ, 0, pad) != 0 && pad)
+                    pad = pad > 16 ? pad - 16 : 0;
+                pkt_send(n, &m->addr, &e, SM_PKT_MEMBER, 0);
+            }
+            n->t_sync = t + n->sync_every;
+            if (n->sync_every < 60000) n->sync_every *= 2;
+        }
+        if (t >= n->t_shuffle) {
+            shuffle(n);
+            n->t_shuffle = t + n->cfg.shuffle_interval_ms;
+        }
+        peers_fill(n);
+        if (n->crypto) smc_pending_expire(n->crypto, now.wall_ms);
+        n->st.local_health = n->lh;
+    }
+    fresh_flush(n);
+    recompute_next(n);
+}
+
+uint64_t sm_node_next_timeout(const struct sm_node *n)
+{
+    return n->next;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lifecycle and API */
+
+#define DEF(f, v)                                                                                  \
+    do {                                                                                           \
+        if (!c->f) c->f = (v);                                                                     \
+    } while (0)
 
 struct sm_node *sm_node_new(const struct sm_node_config *cfg, struct crdt_replica *replica)
 {
-    size_t idl = cfg->id_len ? cfg->id_len : (cfg->id ? strlen(cfg->id) : 0);
-    if (!cfg->cb.send || !idl || idl > CRDT_MAX_ORIGIN) return NULL;
+    if (!cfg || !cfg->cb.send || !cfg->id || !replica) return NULL;
+    size_t idl = cfg->id_len ? cfg->id_len : strlen(cfg->id);
+    if (!idl || idl > CRDT_MAX_ORIGIN || cfg->addr.len > SM_ADDR_MAX) return NULL;
     struct sm_node *n = calloc(1, sizeof(*n));
     if (!n) return NULL;
     n->cfg = *cfg;
+    struct sm_node_config *c = &n->cfg;
     memcpy(n->id, cfg->id, idl);
-    n->cfg.id = n->id;
-    n->cfg.id_len = idl;
-    n->replica = replica;
-    n->inc = cfg->incarnation;
+    c->id = n->id;
+    c->id_len = idl;
+    DEF(gossip_interval_ms, 200);
+    DEF(probe_interval_ms, 1000);
+    DEF(probe_timeout_ms, 200);
+    DEF(indirect_k, 3);
+    DEF(suspicion_mult, 1);
+    DEF(suspicion_max_mult, 3);
+    DEF(max_local_health, 8);
+    DEF(ae_interval_ms, 1000);
+    DEF(reap_timeout_ms, 180000);
+    DEF(dead_probe_interval_ms, 1000);
+    DEF(rejoin_interval_ms, 2000);
+    DEF(retransmit_mult, 4);
+    DEF(active_view, 2);
+    DEF(graft_timeout_ms, 100);
+    DEF(shuffle_interval_ms, 5000);
+    DEF(mtu, 1400);
+    DEF(max_value_len, 1024);
+    DEF(max_members, 1024);
+    if (c->max_members < 8) c->max_members = 8;
+    if (c->mtu < 512) c->mtu = 512;
+    if (c->mtu > 65000) c->mtu = 65000;
+    n->rep = replica;
+    n->crypto = cfg->crypto;
+    n->rng = cfg->seed ^ 0x5DEECE66Dull;
+    n->tab_cap = 64;
+    n->tab = calloc(n->tab_cap, sizeof(*n->tab));
+    if (!n->tab) goto err;
+    n->self = madd(n, n->id, idl, cfg->incarnation, &cfg->addr, 0);
+    if (!n->self) goto err;
+    n->self->self = true;
+    n->n_alive_other = 0;
+    /* timers start staggered by the seed so a cluster does not tick in lockstep */
+    n->t_probe = rng_below(n, c->probe_interval_ms);
+    n->t_gossip = rng_below(n, c->gossip_interval_ms);
+    n->t_ae = rng_below(n, c->ae_interval_ms);
+    n->t_maint = rng_below(n, MAINT_MS);
+    n->t_dead_probe = 0;
+    n->t_shuffle = c->shuffle_interval_ms + rng_below(n, c->shuffle_interval_ms);
+    n->sync_every = 60000;
+    n->t_sync = UINT64_MAX;
+    n->next = 0;
     return n;
+err:
+    sm_node_delete(n);
+    return NULL;
 }
-void sm_node_delete(struct sm_node *node)
+
+void sm_node_delete(struct sm_node *n)
 {
-    free(node);
+    if (!n) return;
+    for (size_t i = 0; i < n->n_members; i++) free(n->members[i]);
+    free(n->members);
+    free(n->tab);
+    free(n->probe_list);
+    free(n->susp);
+    free(n->dead);
+    free(n->rumors);
+    free(n->seeds);
+    free(n->fresh_buf);
+    free(n);
 }
-int sm_node_recv(struct sm_node *node, struct sm_time now, const struct sm_addr *from,
-                 const uint8_t *buf, size_t len)
+
+int sm_node_join(struct sm_node *n, struct sm_time now, const struct sm_addr *seeds, size_t k)
 {
-    (void)node, (void)now, (void)from, (void)buf, (void)len;
+    if (!seeds && k) return SM_EINVAL;
+    n->now = now;
+    struct sm_addr *s = k ? calloc(k, sizeof(*s)) : NULL;
+    if (k && !s) return SM_ENOMEM;
+    size_t m = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (seeds[i].len > SM_ADDR_MAX) continue;
+        if (addr_eq(&seeds[i], &n->self->addr)) continue;
+        s[m++] = seeds[i];
+    }
+    free(n->seeds);
+    n->seeds = s;
+    n->n_seeds = m;
+    /* shift the timers to this clock (the node may have been created at another time) */
+    if (n->t_probe < now.mono_ms) {
+        n->t_probe += now.mono_ms;
+        n->t_gossip += now.mono_ms;
+        n->t_ae += now.mono_ms;
+        n->t_maint += now.mono_ms;
+        n->t_shuffle += now.mono_ms;
+    }
+    for (size_t i = 0; i < m; i++) send_join(n, &s[i]);
+    n->sync_every = 1000;
+    n->t_sync = now.mono_ms + n->sync_every + rng_below(n, 500);
+    n->t_rejoin = now.mono_ms + n->cfg.rejoin_interval_ms;
+    rumor_queue(n, n->self, GOSSIP_ALIVE, NULL, 0);
+    recompute_next(n);
     return 0;
 }
-void sm_node_on_timeout(struct sm_node *node, struct sm_time now)
+
+int sm_node_leave(struct sm_node *n, struct sm_time now)
 {
-    (void)node, (void)now;
-}
-uint64_t sm_node_next_timeout(const struct sm_node *node)
-{
-    (void)node;
-    return UINT64_MAX;
-}
-int sm_node_join(struct sm_node *node, struct sm_time now, const struct sm_addr *seeds, size_t n)
-{
-    (void)node, (void)now, (void)seeds, (void)n;
+    if (n->left) return 0;
+    n->now = now;
+    struct member *s = n->self;
+    s->inc++;
+    /* tell the tree peers and a few random members directly */
+    struct member *targets[8];
+    size_t c = 0;
+    for (size_t i = 0; i < n->n_peers && c < 4; i++) targets[c++] = n->peers[i].m;
+    for (int i = 0; i < 8 && c < 8; i++) {
+        struct member *m = random_live(n, false);
+        if (m) targets[c++] = m;
+    }
+    for (size_t i = 0; i < c; i++) {
+        struct gossip_enc e;
+        pkt_begin(n, &e, SIZE_MAX);
+        if (gossip_enc_member(&e, GOSSIP_LEAVE, s->id, s->id_len, s->inc, NULL, 0) == 0)
+            pkt_send(n, &targets[i]->addr, &e, SM_PKT_MEMBER, 0);
+    }
+    set_state(n, s, SM_MEMBER_LEFT);
+    n->left = true;
+    n->next = UINT64_MAX;
     return 0;
 }
-int sm_node_leave(struct sm_node *node, struct sm_time now)
+
+int sm_node_publish(struct sm_node *n, struct sm_time now, const struct crdt_rec_view *rec)
 {
-    (void)node, (void)now;
+    if (!rec || !rec->key || !rec->key_len || rec->key_len > GOSSIP_MAX_KEY) return SM_EINVAL;
+    if (n->left) return 0;
+    n->now = now;
+    uint64_t id = crdt_rec_digest(rec);
+    unsigned leaf = (unsigned)(crdt_key_hash(rec->key, rec->key_len) & (CRDT_DIGEST_LEAVES - 1));
+    recent_add(n, id, leaf, 0);
+    fresh_add(n, rec, 1, NULL);
+    lazy_add(n, id, 1);
+    n->st.records_published++;
+    if (!n->busy) {
+        fresh_flush(n);
+        recompute_next(n);
+    }
     return 0;
 }
-int sm_node_publish(struct sm_node *node, struct sm_time now, const struct crdt_rec_view *rec)
+
+int sm_node_write(struct sm_node *n, struct sm_time now, const struct crdt_rec_view *rec)
 {
-    (void)node, (void)now, (void)rec;
-    return 0;
+    if (!rec || !rec->key || !rec->key_len || rec->key_len > GOSSIP_MAX_KEY) return SM_EINVAL;
+    struct crdt_rec_view v = *rec;
+    uint8_t sig[CRDT_SIG_LEN];
+    v.sig = NULL;
+    v.flags &= (uint8_t)~CRDT_F_SIGNED;
+    if (n->crypto && v.origin_len == n->cfg.id_len && memcmp(v.origin, n->id, v.origin_len) == 0) {
+        int rc = smc_rec_sign(n->crypto, &v, sig);
+        if (rc != 0) return rc;
+        v.sig = sig;
+        v.flags |= CRDT_F_SIGNED;
+    }
+    int rc = crdt_replica_merge(n->rep, &v);
+    if (rc < 0) return SM_ENOMEM;
+    if (rc == 0) return 0;
+    rc = sm_node_publish(n, now, &v);
+    return rc < 0 ? rc : 1;
 }
-int sm_node_write(struct sm_node *node, struct sm_time now, const struct crdt_rec_view *rec)
+
+size_t sm_node_member_count(const struct sm_node *n, enum sm_member_state state)
 {
-    (void)node, (void)now, (void)rec;
-    return SM_ENOTSUP;
+    return (unsigned)state < SM_MEMBER_STATE__COUNT ? (size_t)n->st.members[state] : 0;
 }
-size_t sm_node_member_count(const struct sm_node *node, enum sm_member_state state)
-{
-    (void)node;
-    return state == SM_MEMBER_ALIVE ? 1 : 0;
-}
-int sm_node_foreach_member(const struct sm_node *node,
+
+int sm_node_foreach_member(const struct sm_node *n,
                            int (*fn)(const struct sm_member_info *m, void *arg), void *arg)
 {
-    (void)node, (void)fn, (void)arg;
+    for (size_t i = 0; i < n->n_members; i++) {
+        struct sm_member_info info;
+        member_info(n->members[i], &info);
+        int rc = fn(&info, arg);
+        if (rc) return rc;
+    }
     return 0;
 }
-int sm_node_member_get(const struct sm_node *node, const char *id, size_t id_len,
+
+int sm_node_member_get(const struct sm_node *n, const char *id, size_t id_len,
                        struct sm_member_info *out)
 {
-    (void)node, (void)id, (void)id_len, (void)out;
-    return SM_ENOTFOUND;
+    const struct member *m = mfind(n, id, id_len);
+    if (!m) return SM_ENOTFOUND;
+    member_info(m, out);
+    return 0;
 }
-bool sm_node_member_live(const struct sm_node *node, const char *id, size_t id_len)
+
+bool sm_node_member_live(const struct sm_node *n, const char *id, size_t id_len)
 {
-    return id_len == node->cfg.id_len && memcmp(id, node->id, id_len) == 0;
+    const struct member *m = mfind(n, id, id_len);
+    return m && live_state(m->state);
 }
-const char *sm_node_id(const struct sm_node *node, size_t *len)
+
+const char *sm_node_id(const struct sm_node *n, size_t *len)
 {
-    if (len) *len = node->cfg.id_len;
-    return node->id;
+    if (len) *len = n->cfg.id_len;
+    return n->id;
 }
-uint64_t sm_node_incarnation(const struct sm_node *node)
+
+uint64_t sm_node_incarnation(const struct sm_node *n)
 {
-    return node->inc;
+    return n->self->inc;
 }
-const struct sm_node_stats *sm_node_stats(const struct sm_node *node)
+
+const struct sm_node_stats *sm_node_stats(const struct sm_node *n)
 {
-    return &node->stats;
+    return &n->st;
 }
-struct crdt_replica *sm_node_replica(const struct sm_node *node)
+
+struct crdt_replica *sm_node_replica(const struct sm_node *n)
 {
-    return node->replica;
+    return n->rep;
 }
-const struct sm_node_config *sm_node_config(const struct sm_node *node)
+
+const struct sm_node_config *sm_node_config(const struct sm_node *n)
 {
-    return &node->cfg;
+    return &n->cfg;
 }
+
 const char *sm_member_event_name(enum sm_member_event e)
 {
-    static const char *const n[] = {"join", "suspect", "alive", "dead", "leave", "reap", "update"};
-    return (unsigned)e < SM_MEV__COUNT ? n[e] : "?";
+    static const char *const names[] = {"join",  "suspect", "alive", "dead",
+                                        "leave", "reap",    "update"};
+    return (unsigned)e < SM_MEV__COUNT ? names[e] : "?";
 }
+
 const char *sm_pkt_class_name(enum sm_pkt_class c)
 {
-    static const char *const n[] = {"probe", "member", "data", "ae"};
-    return (unsigned)c < SM_PKT__COUNT ? n[c] : "?";
+    static const char *const names[] = {"probe", "member", "data", "ae"};
+    return (unsigned)c < SM_PKT__COUNT ? names[c] : "?";
 }
+
 const char *sm_node_reject_name(enum sm_node_reject r)
 {
-    static const char *const n[] = {"decode", "version",    "too_large", "envelope",
-                                    "sender", "record_sig", "record",    "unknown_msg",
-                                    "stale",  "cert",       "left"};
-    return (unsigned)r < SM_REJ__COUNT ? n[r] : "?";
+    static const char *const names[] = {"decode", "version",    "too_large", "envelope",
+                                        "sender", "record_sig", "record",    "unknown_msg",
+                                        "stale",  "cert",       "left"};
+    return (unsigned)r < SM_REJ__COUNT ? names[r] : "?";
+}
+
+/* Test hook (not part of the API): the Plumtree peers, for tests and debugging. */
+size_t gossip_node_peers(const struct sm_node *n, const char **ids, size_t *id_lens, bool *eager,
+                         size_t max);
+size_t gossip_node_peers(const struct sm_node *n, const char **ids, size_t *id_lens, bool *eager,
+                         size_t max)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n->n_peers && k < max; i++, k++) {
+        ids[k] = n->peers[i].m->id;
+        id_lens[k] = n->peers[i].m->id_len;
+        eager[k] = n->peers[i].eager;
+    }
+    return k;
 }

@@ -26,7 +26,10 @@
  * callbacks run synchronously inside the call that caused them. A callback
  * must not call sm_node_delete() on its node; it may call sm_node_publish()
  * and sm_node_write() (the work is queued and flushed before the outer call
- * returns).
+ * returns). The send callback must not synchronously call sm_node_recv() of
+ * any node in the same thread (queue the datagram instead): nodes of one
+ * thread share their packet scratch buffers, which keeps a 10,000-node
+ * simulation small.
  *
  * See docs/protocol.md for the message flow, timers and parameters.
  */
@@ -196,14 +199,21 @@ struct sm_node_config {
     uint32_t retransmit_mult;     /**< λ: a membership change is piggybacked λ·⌈log10(N+1)⌉
                                        times; 4 */
     uint32_t active_view;         /**< Plumtree peers chosen by this node (inbound links add to
-                                       them); 3 */
+                                       them); 2 */
     uint32_t graft_timeout_ms;    /**< wait this long after an IHAVE for the eager copy before
                                        grafting; 100 */
-    uint32_t shuffle_interval_ms; /**< replace one chosen Plumtree peer this often; 30000 */
+    uint32_t shuffle_interval_ms; /**< replace one chosen Plumtree peer this often; 5000 */
     uint32_t mtu;                 /**< largest datagram, envelope included; 1400 (min 512) */
     uint32_t max_value_len;       /**< largest record value accepted from peers; 1024 */
     uint32_t tombstone_grace_ms;  /**< replica sweep grace for tombstones (0 = no sweeping by
                                        the node: the embedder sweeps) */
+    bool prune;           /**< Plumtree pruning of redundant eager links (tree mode). Off (default):
+                               records are flooded over the sparse symmetric peer graph, which costs
+                               about (degree - 1) packets per node per record but gives shortest-path
+                               latency and tolerates loss; on: about one packet per node, deeper paths */
+    uint32_t max_members; /**< members tracked at most (self included); beyond it the node keeps
+                               a random partial view, evicting a random non-peer member for a
+                               newcomer (bounds memory in 10k-node simulations); 1024 */
 
     struct sm_node_callbacks cb; /**< callbacks (send is required) */
     void *ud;                    /**< passed to every callback */

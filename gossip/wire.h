@@ -38,8 +38,9 @@
 /** Most messages in one packet (encoders stop there, decoders refuse more). */
 #define GOSSIP_MAX_MSGS 128
 /** Leaves per digest group; groups per replica (CRDT_DIGEST_LEAVES / this). */
+#define GOSSIP_LEAVES       1024 /* == CRDT_DIGEST_LEAVES (checked in node.c) */
 #define GOSSIP_GROUP_LEAVES 32
-#define GOSSIP_GROUPS       (1024 / GOSSIP_GROUP_LEAVES)
+#define GOSSIP_GROUPS       (GOSSIP_LEAVES / GOSSIP_GROUP_LEAVES)
 /** Largest key the wire accepts. */
 #define GOSSIP_MAX_KEY 256
 
@@ -64,8 +65,9 @@ enum gossip_msg_type {
     GOSSIP_DIGEST = 16, /**< [16, root, groups(bin 8*GROUPS)]          anti-entropy request */
     GOSSIP_DIGEST_LEAVES = 17, /**< [17, group, leaves(bin 8*GROUP_LEAVES)]  a differing group */
     GOSSIP_LEAF_IDS = 18, /**< [18, leaf, ids(bin 8*n)]                  record ids of one leaf */
-    GOSSIP_WANT = 19,     /**< [19, ids(bin 8*n)]                        send me these records */
-    GOSSIP_IN_SYNC = 20,  /**< [20, root]                                digests agree */
+    GOSSIP_WANT =
+        19, /**< [19, leaf, ids(bin 8*n)]                  send me these records of a leaf */
+    GOSSIP_IN_SYNC = 20, /**< [20, root]                                digests agree */
     GOSSIP_MSG__MAX = 20
 };
 
