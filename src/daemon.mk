@@ -4,3 +4,7 @@ noinst_HEADERS += src/log.h src/daemon_config.h src/http.h src/api.h
 bin_PROGRAMS += src/statemeshd
 src_statemeshd_SOURCES = src/statemeshd.c src/api.c src/http.c src/log.c src/daemon_config.c
 src_statemeshd_LDADD = $(SM_PROG_LIBS) $(MHD_LIBS) $(JANSSON_LIBS) $(YAML_LIBS)
+
+bin_PROGRAMS += src/statemesh
+src_statemesh_SOURCES = src/cli.c
+src_statemesh_LDADD = $(SM_PROG_LIBS) $(JANSSON_LIBS)

@@ -88,9 +88,9 @@ void smd_config_route(const struct smd_config *c, size_t i, const char **prefix,
                       const char **backend, const char **where);
 
 /**
- * Check every option: known name (backend sections whose option set is not
- * final are passed through for the backend to judge), value of the right type,
- * routes well formed. SM_ECONFIG with "WHERE: option KEY: …" in @p err.
+ * Check every option: known name (smd_opt_table), value of the right type,
+ * routes well formed. Backends check their own options again at open.
+ * SM_ECONFIG with "WHERE: option KEY: …" in @p err.
  */
 int smd_config_validate(const struct smd_config *c, char *err, size_t errlen);
 
