@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES="build-essential autoconf automake libtool pkg-config \
   libsodium-dev libev-dev libmsgpack-dev libxxhash-dev libcmocka-dev \
   libhiredis-dev libraft-dev libuv1-dev libmicrohttpd-dev libjansson-dev libyaml-dev \
-  redis-server curl python3 valgrind iproute2 gnuplot-nox"
+  redis-server curl python3 valgrind iproute2 nftables gnuplot-nox"
 
 build=1
 if [ "${1:-}" = "--no-build" ]; then build=0; shift; fi
