@@ -4,10 +4,17 @@
 #include "api.h"
 
 #include "backend.h"
+#include "crdt/resolver.h"
 #include "metrics.h"
+#include "models.h"
+#include "raft_admin.h"
 #include "statemesh.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <ev.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -679,6 +686,425 @@ static void locks(struct smd_api *api, struct smd_http_req *r, const char *name)
     smd_http_suspend(r);
 }
 
+/* ---- typed models: /v1/backends/{url}/health, /v1/circuits/{url}, /v1/lb/… ---- */
+
+enum model_kind { M_HEALTH, M_CIRCUIT };
+
+struct model_req {
+    enum model_kind kind;
+    char url[SM_MODEL_URL_MAX + 1];
+};
+
+static int model_key(enum model_kind k, const char *url, char *key, size_t cap)
+{
+    return k == M_HEALTH ? sm_health_key(url, key, cap) : sm_circuit_key(url, key, cap);
+}
+
+static void model_get_done(struct sm_store *s, int status, const struct sm_result *res, void *arg)
+{
+    (void)s;
+    struct smd_http_req *r = arg;
+    struct model_req *mr = smd_http_get_data(r);
+    if (status < 0) {
+        if (status == SM_ENOTFOUND)
+            smd_http_error(r, 404, "not_found", "no %s record for %s",
+                           mr->kind == M_HEALTH ? "backend health" : "circuit breaker", mr->url);
+        else
+            reply_err(r, status, res ? res->errmsg : NULL);
+        free(mr);
+        return;
+    }
+    const struct sm_entry *e = &res->entries[0];
+    json_t *j = NULL;
+    int rc;
+    if (mr->kind == M_HEALTH) {
+        struct sm_backend_health h;
+        rc = sm_health_decode(e->value, e->value_len, &h);
+        if (rc == 0) {
+            h.version = (int64_t)e->version;
+            j = sm_health_to_json(&h);
+        }
+    } else {
+        struct sm_circuit_breaker c;
+        rc = sm_circuit_decode(e->value, e->value_len, &c);
+        if (rc == 0) {
+            c.version = (int64_t)e->version;
+            j = sm_circuit_to_json(&c);
+        }
+    }
+    if (rc < 0)
+        smd_http_error(r, 500, "bad_record", "the stored value of %s is not a %s record", e->key,
+                       mr->kind == M_HEALTH ? "backend health" : "circuit breaker");
+    else if (!j)
+        smd_http_error(r, 500, "internal", "out of memory");
+    else
+        smd_http_reply_json(r, 200, j, NULL);
+    free(mr);
+}
+
+static void model_put_done(struct sm_store *s, int status, const struct sm_result *res, void *arg)
+{
+    free(smd_http_get_data(arg));
+    kv_write_done(s, status, res, arg);
+}
+
+static void model(struct smd_api *api, struct smd_http_req *r, enum model_kind kind,
+                  const char *url)
+{
+    char key[SM_DEFAULT_MAX_KEY + SM_MODEL_URL_MAX + 32];
+    if (!*url || strlen(url) > SM_MODEL_URL_MAX || bad_key_chars(url)) {
+        smd_http_error(r, 400, "bad_key",
+                       "backend URL must be 1..%d bytes without control characters",
+                       SM_MODEL_URL_MAX);
+        return;
+    }
+    int kl = model_key(kind, url, key, sizeof key);
+    if (kl < 0) {
+        smd_http_error(r, 400, "bad_key", "backend URL does not make a valid key");
+        return;
+    }
+    struct model_req *mr = calloc(1, sizeof *mr);
+    if (!mr) {
+        smd_http_error(r, 500, "internal", "out of memory");
+        return;
+    }
+    mr->kind = kind;
+    snprintf(mr->url, sizeof mr->url, "%s", url);
+    smd_http_set_data(r, mr);
+    int rc;
+    if (strcmp(smd_http_method(r), "GET") == 0) {
+        rc = sm_get(api->store, key, model_get_done, r);
+    } else {
+        uint64_t ttl;
+        if (parse_ttl(r, 0, &ttl) < 0) goto fail;
+        size_t len;
+        const char *body = smd_http_body(r, &len);
+        char err[256] = "";
+        uint8_t val[SM_DEFAULT_MAX_VALUE * 4];
+        size_t vlen = 0;
+        char body_url[SM_MODEL_URL_MAX + 1] = "";
+        const char *node = sm_store_node_id(api->store);
+        if (kind == M_HEALTH) {
+            struct sm_backend_health h;
+            rc = sm_health_from_json_str(body, len, &h, err, sizeof err);
+            snprintf(body_url, sizeof body_url, "%s", h.url);
+            if (rc == 0 && !*h.url) snprintf(h.url, sizeof h.url, "%s", url);
+            if (rc == 0 && !*h.updated_by) snprintf(h.updated_by, sizeof h.updated_by, "%s", node);
+            if (rc == 0 && !h.updated_at_ms) h.updated_at_ms = (int64_t)sm_wall_ms();
+            if (rc == 0 && strcmp(h.url, url) != 0) rc = 1;
+            if (rc == 0) rc = sm_health_encode(&h, val, sizeof val, &vlen);
+        } else {
+            struct sm_circuit_breaker c;
+            rc = sm_circuit_from_json_str(body, len, &c, err, sizeof err);
+            snprintf(body_url, sizeof body_url, "%s", c.backend_url);
+            if (rc == 0 && !*c.backend_url)
+                snprintf(c.backend_url, sizeof c.backend_url, "%s", url);
+            if (rc == 0 && !*c.updated_by) snprintf(c.updated_by, sizeof c.updated_by, "%s", node);
+            if (rc == 0 && !c.updated_at_ms) c.updated_at_ms = (int64_t)sm_wall_ms();
+            if (rc == 0 && strcmp(c.backend_url, url) != 0) rc = 1;
+            if (rc == 0) rc = sm_circuit_encode(&c, val, sizeof val, &vlen);
+        }
+        if (rc == 1) {
+            smd_http_error(r, 400, "bad_json", "the body's URL '%s' differs from the path's '%s'",
+                           body_url, url);
+            goto fail;
+        }
+        if (rc == SM_EVALUELEN) {
+            smd_http_error(r, 413, "value_too_large", "record does not fit the value limit");
+            goto fail;
+        }
+        if (rc < 0) {
+            smd_http_error(r, 400, "bad_json", "%s", *err ? err : "bad JSON body");
+            goto fail;
+        }
+        smd_http_set_data(r, mr);
+        rc = sm_set(api->store, key, val, vlen, ttl, model_put_done, r);
+    }
+    if (rc < 0) {
+        reply_err(r, rc, sm_errmsg(api->store));
+        goto fail;
+    }
+    smd_http_suspend(r);
+    return;
+fail:
+    smd_http_set_data(r, NULL);
+    free(mr);
+}
+
+/* Connection counts: each node writes only its own slot lb:conn:<url>/<node>;
+ * reads sum the slots of the members that are alive (every slot without a mesh). */
+struct live_set {
+    char (*ids)[SM_MAX_NODE_ID + 1];
+    size_t n, cap;
+    int have; /* 0: no membership (count every slot) */
+};
+
+static int live_one(const struct sm_member *m, void *arg)
+{
+    struct live_set *ls = arg;
+    if (m->state != SM_MEMBER_ALIVE && m->state != SM_MEMBER_SUSPECT) return 0;
+    if (ls->n == ls->cap) {
+        size_t nc = ls->cap ? ls->cap * 2 : 16;
+        void *ni = realloc(ls->ids, nc * sizeof *ls->ids);
+        if (!ni) return 1;
+        ls->ids = ni;
+        ls->cap = nc;
+    }
+    snprintf(ls->ids[ls->n++], sizeof ls->ids[0], "%s", m->id);
+    return 0;
+}
+
+static int is_live(const struct live_set *ls, const char *node)
+{
+    if (!ls->have) return 1;
+    for (size_t i = 0; i < ls->n; i++)
+        if (strcmp(ls->ids[i], node) == 0) return 1;
+    return 0;
+}
+
+struct lb_sum {
+    const struct live_set *live;
+    size_t plen; /* length of the listing prefix */
+    json_t *out; /* url → sum (all) or node → count (one backend) */
+    int all, bad;
+    int64_t total;
+};
+
+static int lb_one(const struct sm_entry *e, void *arg)
+{
+    struct lb_sum *ls = arg;
+    const char *rest = e->key + ls->plen, *slash = strrchr(rest, '/');
+    int64_t v;
+    if (!slash || crdt_counter_parse(e->value, e->value_len, &v) < 0) return 0; /* not a slot */
+    if (!is_live(ls->live, slash + 1)) return 0;
+    if (ls->all) {
+        char url[SM_MODEL_URL_MAX + 1];
+        size_t ul = (size_t)(slash - rest);
+        if (ul > SM_MODEL_URL_MAX) return 0;
+        memcpy(url, rest, ul);
+        url[ul] = '\0';
+        json_t *cur = json_object_get(ls->out, url);
+        json_int_t sum = (cur ? json_integer_value(cur) : 0) + v;
+        if (json_object_set_new(ls->out, url, json_integer(sum)) < 0) return ls->bad = 1;
+    } else {
+        if (slash != rest) return 0; /* the slot of a longer URL that shares this prefix */
+        if (json_object_set_new(ls->out, slash + 1, json_integer(v)) < 0) return ls->bad = 1;
+        ls->total += v;
+    }
+    return 0;
+}
+
+static void lb(struct smd_api *api, struct smd_http_req *r, const char *url)
+{
+    const char *m = smd_http_method(r);
+    if (url && (!*url || strlen(url) > SM_MODEL_URL_MAX || bad_key_chars(url))) {
+        smd_http_error(r, 400, "bad_key", "backend URL must be 1..%d bytes", SM_MODEL_URL_MAX);
+        return;
+    }
+    if (strcmp(m, "PUT") == 0) {
+        size_t len;
+        const char *body = smd_http_body(r, &len);
+        json_error_t je;
+        json_t *j = json_loadb(body, len, JSON_DECODE_ANY, &je);
+        json_t *c = json_is_object(j) ? json_object_get(j, "connections") : j;
+        if (!json_is_integer(c)) {
+            if (j)
+                smd_http_error(r, 400, "bad_json", "body must be {\"connections\": INTEGER}");
+            else
+                smd_http_error(r, 400, "bad_json", "bad JSON at line %d column %d: %s", je.line,
+                               je.column, je.text);
+            json_decref(j);
+            return;
+        }
+        int64_t v = json_integer_value(c);
+        json_decref(j);
+        char key[SM_DEFAULT_MAX_KEY + SM_MODEL_URL_MAX + 80];
+        int kl = sm_lb_conn_key(url, sm_store_node_id(api->store), key, sizeof key);
+        if (kl < 0) {
+            smd_http_error(r, 400, "bad_key", "backend URL does not make a valid key");
+            return;
+        }
+        uint8_t val[9];
+        size_t vl = crdt_counter_encode(v, val);
+        int rc = sm_set(api->store, key, val, vl, 0, kv_write_done, r);
+        if (rc < 0) {
+            reply_err(r, rc, sm_errmsg(api->store));
+            return;
+        }
+        smd_http_suspend(r);
+        return;
+    }
+    struct live_set live = {0};
+    live.have = sm_members(api->store, live_one, &live) == 0;
+    char prefix[SM_MODEL_URL_MAX + 32];
+    snprintf(prefix, sizeof prefix, "%s%s%s", CRDT_PREFIX_LB_CONN, url ? url : "", url ? "/" : "");
+    struct lb_sum ls = {.live = &live, .plen = strlen(prefix), .out = json_object(), .all = !url};
+    if (url) ls.plen--; /* keep the '/' so lb_one finds it */
+    int rc = ls.out ? sm_list(api->store, prefix, lb_one, &ls) : SM_ENOMEM;
+    free(live.ids);
+    if (rc < 0 || ls.bad) {
+        json_decref(ls.out);
+        reply_err(r, rc < 0 ? rc : SM_ENOMEM, rc < 0 ? sm_errmsg(api->store) : "out of memory");
+        return;
+    }
+    if (url)
+        smd_http_reply_json(r, 200,
+                            json_pack("{s:s,s:I,s:o}", "backend", url, "connections",
+                                      (json_int_t)ls.total, "slots", ls.out),
+                            NULL);
+    else
+        smd_http_reply_json(r, 200, json_pack("{s:o}", "backends", ls.out), NULL);
+}
+
+/* ---- raft administration ---- */
+
+static void raft_status(struct smd_api *api, struct smd_http_req *r)
+{
+    struct sm_raft_status st;
+    int rc = sm_raft_status(api->store, &st);
+    if (rc < 0) {
+        reply_err(r, rc, rc == SM_ENOTSUP ? "raft administration needs the raft backend" : NULL);
+        return;
+    }
+    json_t *servers = json_array();
+    for (size_t i = 0; servers && i < st.n_servers && i < 16; i++)
+        json_array_append_new(
+            servers, json_pack("{s:I,s:s,s:b}", "id", (json_int_t)st.servers[i].id, "address",
+                               st.servers[i].address, "voter", st.servers[i].voter));
+    smd_http_reply_json(
+        r, 200,
+        servers
+            ? json_pack("{s:I,s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:I}", "id",
+                        (json_int_t)st.id, "address", st.address, "state", st.state ? st.state : "",
+                        "leader_id", (json_int_t)st.leader_id, "leader_address", st.leader_address,
+                        "term", (json_int_t)st.term, "last_index", (json_int_t)st.last_index,
+                        "commit_index", (json_int_t)st.commit_index, "applied_index",
+                        (json_int_t)st.applied_index, "n_servers", (json_int_t)st.n_servers,
+                        "servers", servers, "rejected_peers", (json_int_t)st.rejected_peers)
+            : NULL,
+        NULL);
+}
+
+static void raft_done(struct sm_store *s, int status, const struct sm_result *res, void *arg)
+{
+    (void)s;
+    struct smd_http_req *r = arg;
+    if (status < 0) {
+        reply_err(r, status, res ? res->errmsg : NULL);
+        return;
+    }
+    smd_http_reply_json(r, 200, json_pack("{s:b}", "ok", 1), NULL);
+}
+
+static int body_id(struct smd_http_req *r, uint64_t *id, const char **addr, json_t **keep)
+{
+    size_t len;
+    const char *body = smd_http_body(r, &len);
+    json_error_t je;
+    json_t *j = json_loadb(body, len, 0, &je);
+    json_t *idj = json_object_get(j, "id");
+    if (!j || !json_is_integer(idj) || json_integer_value(idj) < 0) {
+        if (!j)
+            smd_http_error(r, 400, "bad_json", "bad JSON at line %d column %d: %s", je.line,
+                           je.column, je.text);
+        else
+            smd_http_error(r, 400, "bad_json", "body needs \"id\": a number >= 0");
+        json_decref(j);
+        return -1;
+    }
+    *id = (uint64_t)json_integer_value(idj);
+    if (addr) {
+        *addr = json_string_value(json_object_get(j, "address"));
+        if (!*addr || !**addr) {
+            smd_http_error(r, 400, "bad_json", "body needs \"address\": \"HOST:PORT\"");
+            json_decref(j);
+            return -1;
+        }
+    }
+    *keep = j;
+    return 0;
+}
+
+static void raft_admin(struct smd_api *api, struct smd_http_req *r, const char *rest)
+{
+    const char *m = smd_http_method(r);
+    uint64_t id;
+    const char *addr;
+    json_t *keep = NULL;
+    int rc;
+    if (strcmp(rest, "") == 0) {
+        raft_status(api, r);
+        return;
+    }
+    if (strcmp(rest, "/servers") == 0) {
+        if (body_id(r, &id, &addr, &keep) < 0) return;
+        if (id == 0) {
+            json_decref(keep);
+            smd_http_error(r, 400, "bad_json", "server id must be > 0");
+            return;
+        }
+        rc = sm_raft_add(api->store, id, addr, raft_done, r);
+    } else if (strncmp(rest, "/servers/", 9) == 0 && strcmp(m, "DELETE") == 0) {
+        char *end;
+        errno = 0;
+        id = strtoull(rest + 9, &end, 10);
+        if (errno || *end || !id || !isdigit((unsigned char)rest[9])) {
+            smd_http_error(r, 400, "bad_request", "server id must be a number > 0");
+            return;
+        }
+        rc = sm_raft_remove(api->store, id, raft_done, r);
+    } else {
+        if (body_id(r, &id, NULL, &keep) < 0) return;
+        rc = sm_raft_transfer(api->store, id, raft_done, r);
+    }
+    json_decref(keep);
+    if (rc < 0) {
+        reply_err(r, rc,
+                  rc == SM_ENOTSUP ? "raft administration needs the raft backend"
+                                   : sm_errmsg(api->store));
+        return;
+    }
+    smd_http_suspend(r);
+}
+
+/* GET /v1/raft/backup: the snapshot file's bytes (written to a private temp dir first). */
+static void raft_backup(struct smd_api *api, struct smd_http_req *r)
+{
+    char dir[] = "/tmp/statemesh-backup.XXXXXX";
+    if (!mkdtemp(dir)) {
+        smd_http_error(r, 500, "internal", "cannot create a temporary directory: %s",
+                       strerror(errno));
+        return;
+    }
+    char path[sizeof dir + 16], err[512] = "";
+    snprintf(path, sizeof path, "%s/backup", dir);
+    int rc = sm_raft_backup(api->store, path, err, sizeof err);
+    if (rc < 0) {
+        rmdir(dir);
+        reply_err(r, rc, rc == SM_ENOTSUP ? "backup needs the raft backend" : err);
+        return;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    char *buf = NULL;
+    size_t off = 0;
+    if (fd >= 0 && fstat(fd, &st) == 0 && (buf = malloc((size_t)st.st_size + 1))) {
+        while (off < (size_t)st.st_size) {
+            ssize_t k = read(fd, buf + off, (size_t)st.st_size - off);
+            if (k <= 0) break;
+            off += (size_t)k;
+        }
+    }
+    if (fd >= 0) close(fd);
+    unlink(path);
+    rmdir(dir);
+    if (!buf || off != (size_t)st.st_size)
+        smd_http_error(r, 500, "internal", "cannot read the snapshot back");
+    else
+        smd_http_reply(r, 200, "application/octet-stream", buf, off, NULL);
+    free(buf);
+}
+
 /* ---- routing ---- */
 
 static int authorized(struct smd_api *api, struct smd_http_req *r)
@@ -720,8 +1146,16 @@ static void dispatch(struct smd_http_req *r, void *arg)
         R_LIST,
         R_KV,
         R_WATCH,
-        R_LOCK
+        R_LOCK,
+        R_BHEALTH,
+        R_CIRCUIT,
+        R_LB,
+        R_LB_ALL,
+        R_RAFT,
+        R_BACKUP,
     } route = R_NONE;
+    size_t plen = strlen(path);
+    char url[SM_MODEL_URL_MAX * 2 + 2];
     if (strcmp(path, "/healthz") == 0)
         route = R_HEALTH, allow = "GET";
     else if (strcmp(path, "/metrics") == 0)
@@ -738,6 +1172,28 @@ static void dispatch(struct smd_http_req *r, void *arg)
         route = R_WATCH, allow = "GET";
     else if (strncmp(path, "/v1/locks/", 10) == 0 && path[10])
         route = R_LOCK, allow = "POST,PUT,DELETE", rest = path + 10;
+    else if (strncmp(path, "/v1/backends/", 13) == 0 && plen > 20 &&
+             strcmp(path + plen - 7, "/health") == 0 && plen - 20 < sizeof url) {
+        memcpy(url, path + 13, plen - 20);
+        url[plen - 20] = '\0';
+        route = R_BHEALTH, allow = "GET,PUT", rest = url;
+    } else if (strncmp(path, "/v1/circuits/", 13) == 0 && path[13])
+        route = R_CIRCUIT, allow = "GET,PUT", rest = path + 13;
+    else if (strcmp(path, "/v1/lb/connections") == 0)
+        route = R_LB_ALL, allow = "GET";
+    else if (strncmp(path, "/v1/lb/", 7) == 0 && plen > 19 &&
+             strcmp(path + plen - 12, "/connections") == 0 && plen - 19 < sizeof url) {
+        memcpy(url, path + 7, plen - 19);
+        url[plen - 19] = '\0';
+        route = R_LB, allow = "GET,PUT", rest = url;
+    } else if (strcmp(path, "/v1/raft/backup") == 0)
+        route = R_BACKUP, allow = "GET";
+    else if (strcmp(path, "/v1/raft") == 0)
+        route = R_RAFT, allow = "GET", rest = "";
+    else if (strcmp(path, "/v1/raft/servers") == 0 || strcmp(path, "/v1/raft/transfer") == 0)
+        route = R_RAFT, allow = "POST", rest = path + 8;
+    else if (strncmp(path, "/v1/raft/servers/", 17) == 0 && path[17])
+        route = R_RAFT, allow = "DELETE", rest = path + 8;
     if (route == R_NONE) {
         smd_http_error(r, 404, "not_found", "no such endpoint: %s %s", m, path);
         return;
@@ -790,6 +1246,24 @@ static void dispatch(struct smd_http_req *r, void *arg)
         break;
     case R_LOCK:
         locks(api, r, rest);
+        break;
+    case R_BHEALTH:
+        model(api, r, M_HEALTH, rest);
+        break;
+    case R_CIRCUIT:
+        model(api, r, M_CIRCUIT, rest);
+        break;
+    case R_LB:
+        lb(api, r, rest);
+        break;
+    case R_LB_ALL:
+        lb(api, r, NULL);
+        break;
+    case R_RAFT:
+        raft_admin(api, r, rest);
+        break;
+    case R_BACKUP:
+        raft_backup(api, r);
         break;
     case R_NONE:
         break;
