@@ -14,3 +14,8 @@ bench_raft_LDADD = $(SM_PROG_LIBS)
 TESTS += tests/integration/test_raft.sh
 dist_noinst_SCRIPTS += tests/integration/test_raft.sh
 EXTRA_DIST += tests/integration/raft_cluster.py
+
+check_PROGRAMS += tests/unit/test_raft_fsm
+TESTS += tests/unit/test_raft_fsm
+tests_unit_test_raft_fsm_SOURCES = tests/unit/test_raft_fsm.c
+tests_unit_test_raft_fsm_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
