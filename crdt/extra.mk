@@ -34,3 +34,8 @@ check_PROGRAMS += tests/unit/test_crdt_mpread
 TESTS += tests/unit/test_crdt_mpread
 tests_unit_test_crdt_mpread_SOURCES = tests/unit/test_crdt_mpread.c
 tests_unit_test_crdt_mpread_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(MSGPACK_LIBS)
+check_PROGRAMS += tests/unit/test_crdt_oom
+TESTS += tests/unit/test_crdt_oom
+tests_unit_test_crdt_oom_SOURCES = tests/unit/test_crdt_oom.c tests/lib/heap.c
+tests_unit_test_crdt_oom_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(JANSSON_LIBS)
+tests_unit_test_crdt_oom_LDFLAGS = $(AM_LDFLAGS) -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc

@@ -41,14 +41,23 @@ static void resolver_free(struct crdt_resolver *r)
     free(r);
 }
 
+/* strdup() through malloc() proper, so allocation-failure tests can reach it. */
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
 static struct crdt_resolver *resolver_new(const char *prefix, const char *name,
                                           enum crdt_resolver_kind kind, crdt_precedence_fn fn,
                                           void *arg)
 {
     struct crdt_resolver *r = calloc(1, sizeof *r);
     if (!r) return NULL;
-    r->prefix = strdup(prefix);
-    r->name = strdup(name);
+    r->prefix = dup_str(prefix);
+    r->name = dup_str(name);
     if (!r->prefix || !r->name) {
         resolver_free(r);
         return NULL;

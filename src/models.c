@@ -726,6 +726,9 @@ static int from_str(const struct model *md, const char *txt, size_t len, void *o
     json_t *j = json_loadb(txt, len, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
         model_reset(md, obj);
+#if JANSSON_VERSION_HEX >= 0x020b00
+        if (json_error_code(&je) == json_error_out_of_memory) return SM_ENOMEM;
+#endif
         return errf(err, cap, "bad JSON at line %d column %d: %s", je.line, je.column, je.text);
     }
     int rc = model_from_json(md, j, obj, err, cap);
