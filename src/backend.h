@@ -61,6 +61,8 @@ struct sm_backend_vt {
      * whose node is live (local: every slot counts).
      */
     int (*counter_sum)(struct sm_backend *b, const char *prefix, int64_t *out);
+    /** Optional: replace the cluster keyring (mesh). */
+    int (*reload_keyring)(struct sm_backend *b, const char *keyring, char *err, size_t errlen);
     /** Optional: connection status for /metrics (1 up, 0 down). */
     int (*connected)(struct sm_backend *b);
 };

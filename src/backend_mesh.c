@@ -13,6 +13,7 @@
 #include "localcore.h"
 #include "metrics.h"
 
+#include <ev.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,8 @@ struct mesh {
     struct smc_ctx *crypto;
     char advertise[128];
     uint64_t start_mono; /* when the node started (monotonic ms) */
+    char *join;          /* seed list as configured: names are resolved again on rejoin */
+    ev_timer rejoin;
     struct sm_hist *lag;
     uint64_t member_events[SM_MEV__COUNT];
 };
@@ -159,6 +162,45 @@ static bool opt_true(const char *v)
                  strcmp(v, "on") == 0);
 }
 
+/* Load a comma-separated list of key files into the keyring (first = primary).
+ * All files are read before the running keyring is touched. */
+static int load_keyring(struct mesh *m, const char *ring, char *err, size_t errlen)
+{
+    uint8_t keys[SMC_KEYRING_MAX][SMC_CLUSTER_KEY_LEN];
+    size_t nk = 0;
+    int rc = 0;
+    char *list = sm_strdup(ring), *save = NULL;
+    if (!list) return SM_ENOMEM;
+    for (char *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        while (*p == ' ') p++;
+        if (!*p) continue;
+        if (nk == SMC_KEYRING_MAX) {
+            snprintf(err, errlen, "keyring: at most %d keys (one primary, %d accepted)",
+                     SMC_KEYRING_MAX, SMC_KEYRING_MAX - 1);
+            rc = SM_ECONFIG;
+            goto out;
+        }
+        if (smc_cluster_key_load(p, keys[nk], err, errlen) < 0) {
+            rc = SM_ECONFIG;
+            goto out;
+        }
+        nk++;
+    }
+    smc_keyring_clear(m->crypto);
+    for (size_t i = 0; i < nk; i++) {
+        rc = i == 0 ? smc_keyring_set_primary(m->crypto, keys[i])
+                    : smc_keyring_add(m->crypto, keys[i]);
+        if (rc < 0) {
+            snprintf(err, errlen, "keyring: cannot install key %zu: %s", i + 1, sm_strerror(rc));
+            goto out;
+        }
+    }
+out:
+    sodium_memzero(keys, sizeof keys);
+    free(list);
+    return rc;
+}
+
 static int load_crypto(struct mesh *m, const struct sm_config *cfg, const char *node_id,
                        uint64_t incarnation, char *err, size_t errlen)
 {
@@ -193,31 +235,7 @@ static int load_crypto(struct mesh *m, const struct sm_config *cfg, const char *
     const char *rev = sm_config_get(cfg, "mesh.revocations");
     if (rev && smc_ctx_load_revlist(m->crypto, rev, err, errlen) < 0) return SM_ECONFIG;
     const char *ring = sm_config_get(cfg, "mesh.keyring");
-    if (ring && *ring) {
-        /* comma-separated key files; the first is the primary (sending) key */
-        char *list = sm_strdup(ring), *save = NULL;
-        if (!list) return SM_ENOMEM;
-        bool first = true;
-        for (char *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
-            uint8_t k[SMC_CLUSTER_KEY_LEN];
-            if (smc_cluster_key_load(p, k, err, errlen) < 0) {
-                free(list);
-                return SM_ECONFIG;
-            }
-            rc = first ? smc_keyring_set_primary(m->crypto, k) : smc_keyring_add(m->crypto, k);
-            sodium_memzero(k, sizeof k);
-            if (rc < 0) {
-                snprintf(err, errlen,
-                         "option mesh.keyring: cannot use key %s (%s; at most %d "
-                         "keys)",
-                         p, sm_strerror(rc), SMC_KEYRING_MAX);
-                free(list);
-                return SM_ECONFIG;
-            }
-            first = false;
-        }
-        free(list);
-    }
+    if (ring && *ring && load_keyring(m, ring, err, errlen) < 0) return SM_ECONFIG;
     return 0;
 }
 
@@ -311,6 +329,43 @@ static void register_metrics(struct mesh *m, struct mesh_metrics *mm)
     m->lag = sm_metrics_hist(reg, "statemesh_convergence_lag_seconds",
                              "Delay from a remote write to its arrival here (wall clocks)", "",
                              lag_buckets, sizeof lag_buckets / sizeof lag_buckets[0]);
+}
+
+/* ---- seeds ---- */
+
+#define REJOIN_CHECK_S 5.0
+
+/* Resolve the configured seeds (names included) and ask the node to join. */
+static int join_seeds(struct mesh *m, char *err, size_t errlen)
+{
+    struct sm_addr seeds[64];
+    size_t ns = 0;
+    char *list = sm_strdup(m->join), *save = NULL;
+    if (!list) return SM_ENOMEM;
+    for (char *p = strtok_r(list, ",", &save); p && ns < 64; p = strtok_r(NULL, ",", &save)) {
+        while (*p == ' ') p++;
+        if (!*p) continue;
+        if (gossip_addr_parse(p, &seeds[ns], err, errlen) < 0) {
+            free(list);
+            return SM_ECONFIG;
+        }
+        ns++;
+    }
+    free(list);
+    if (ns) sm_node_join(m->node, gossip_udp_now(), seeds, ns);
+    gossip_udp_rearm(m->udp);
+    return 0;
+}
+
+/* While the node knows no live peer, resolve the seed names again and rejoin:
+ * seeds behind DNS may have moved since start. */
+static void rejoin_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    struct mesh *m = w->data;
+    if (sm_node_member_count(m->node, SM_MEMBER_ALIVE) > 1) return;
+    char err[256];
+    (void)join_seeds(m, err, sizeof err); /* unresolvable now: try again next time */
 }
 
 /* ---- open/close ---- */
@@ -408,30 +463,25 @@ static int mesh_open(struct sm_store *st, const struct sm_config *cfg, struct sm
 
     const char *join = sm_config_get(cfg, "mesh.join");
     if (join && *join) {
-        struct sm_addr seeds[64];
-        size_t ns = 0;
-        char *list = sm_strdup(join), *save = NULL;
-        if (!list) {
+        m->join = sm_strdup(join);
+        if (!m->join) {
             rc = SM_ENOMEM;
             goto fail;
         }
-        for (char *p = strtok_r(list, ",", &save); p && ns < 64; p = strtok_r(NULL, ",", &save)) {
-            while (*p == ' ') p++;
-            if (!*p) continue;
-            if (gossip_addr_parse(p, &seeds[ns], err, errlen) < 0) {
-                free(list);
-                rc = SM_ECONFIG;
-                goto fail;
-            }
-            ns++;
-        }
-        free(list);
-        if (ns) sm_node_join(m->node, gossip_udp_now(), seeds, ns);
-        gossip_udp_rearm(m->udp);
+        if ((rc = join_seeds(m, err, errlen)) < 0) goto fail;
+        ev_timer_init(&m->rejoin, rejoin_cb, REJOIN_CHECK_S, REJOIN_CHECK_S);
+        m->rejoin.data = m;
+        ev_timer_start(lc->loop, &m->rejoin);
+        ev_unref(lc->loop);
     }
     *out = &lc->base;
     return 0;
 fail:
+    if (ev_is_active(&m->rejoin)) {
+        ev_ref(lc->loop);
+        ev_timer_stop(lc->loop, &m->rejoin);
+    }
+    free(m->join);
     sm_node_delete(m->node);
     gossip_udp_delete(m->udp);
     smc_ctx_delete(m->crypto);
@@ -445,6 +495,11 @@ static void mesh_close(struct sm_backend *b)
     struct mesh *m = (struct mesh *)b;
     /* A graceful leave: peers learn at once instead of suspecting us. */
     (void)sm_node_leave(m->node, gossip_udp_now());
+    if (ev_is_active(&m->rejoin)) {
+        ev_ref(m->lc.loop);
+        ev_timer_stop(m->lc.loop, &m->rejoin);
+    }
+    free(m->join);
     gossip_udp_delete(m->udp);
     sm_node_delete(m->node);
     smc_ctx_delete(m->crypto);
@@ -485,6 +540,16 @@ static int mesh_members(struct sm_backend *b, sm_member_fn fn, void *arg)
     return sm_node_foreach_member(m->node, member_one, &ma);
 }
 
+static int mesh_reload_keyring(struct sm_backend *b, const char *keyring, char *err, size_t errlen)
+{
+    struct mesh *m = (struct mesh *)b;
+    if (!m->crypto) {
+        snprintf(err, errlen, "the mesh runs without certificates (mesh.insecure): no keyring");
+        return SM_ENOTSUP;
+    }
+    return load_keyring(m, keyring, err, errlen);
+}
+
 static bool live_fn(const char *node, size_t len, void *arg)
 {
     struct mesh *m = arg;
@@ -517,4 +582,5 @@ const struct sm_backend_vt sm_backend_mesh = {
     .members = mesh_members,
     .counter_sum = mesh_counter_sum,
     .connected = mesh_connected,
+    .reload_keyring = mesh_reload_keyring,
 };

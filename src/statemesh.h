@@ -327,6 +327,16 @@ SM_API int sm_counter_sum(struct sm_store *s, const char *base, const char *name
 SM_API char *sm_metrics_render(struct sm_store *s);
 /** @} */
 
+/**
+ * Replace the mesh's cluster encryption keyring with the keys in @p keyring:
+ * a comma-separated list of key files, the first being the primary (sending)
+ * key and the others accepted for receiving — rotation without downtime.
+ * An empty string turns encryption off. On error the running keyring is kept
+ * and a message is written to @p err. SM_ENOTSUP without a mesh backend.
+ */
+SM_API int sm_store_reload_keyring(struct sm_store *s, const char *keyring, char *err,
+                                   size_t errlen);
+
 /** Library version string, e.g. "0.1.0". */
 SM_API const char *sm_version(void);
 

@@ -986,6 +986,17 @@ SM_API const char *sm_member_state_name(enum sm_member_state s)
     return "unknown";
 }
 
+SM_API int sm_store_reload_keyring(struct sm_store *st, const char *keyring, char *err,
+                                   size_t errlen)
+{
+    if (!st || !keyring) return SM_EINVAL;
+    for (size_t i = 0; i < st->nbis; i++)
+        if (st->bis[i].b->vt->reload_keyring)
+            return st->bis[i].b->vt->reload_keyring(st->bis[i].b, keyring, err, errlen);
+    if (err) snprintf(err, errlen, "no backend of this store uses a keyring (mesh only)");
+    return SM_ENOTSUP;
+}
+
 SM_API char *sm_metrics_render(struct sm_store *st)
 {
     return st ? sm_metrics_render_text(st->metrics) : NULL;
