@@ -106,7 +106,7 @@ struct rconn {
     redisAsyncContext *ac;
     enum cstate state;
     bool down;    /* a connect failed or the link dropped, not yet recovered */
-    bool ever_up; /* watchers are told about resubscription only after an outage */
+    bool ever_up; /* subscribed at least once: a new subscription follows an outage */
     unsigned attempt;
     unsigned subs_confirmed;
     ev_timer conn_timer;  /* connect + handshake deadline */
@@ -141,6 +141,22 @@ struct rop {
     struct rop *prev, *next; /* in-flight list, in issue order */
 };
 
+/* Who wrote each key that has a TTL, learnt from 'T' change events, so the
+ * expiry event (Redis names only the key) can carry the writer's node id and
+ * version. Bounded: beyond XT_MAX entries new ones are not remembered and
+ * their expiry events carry an empty origin. */
+#define XT_MAX 65536
+struct xent {
+    struct xent *next;
+    uint64_t hash, version;
+    size_t klen;
+    char data[]; /* key \0 origin \0 */
+};
+struct xtab {
+    struct xent **slots;
+    size_t nslots, count;
+};
+
 struct rb {
     struct sm_backend base;
     struct sm_store *st;
@@ -172,6 +188,7 @@ struct rb {
     char *scratch;
     size_t scratch_cap;
     uint64_t hlc_last;
+    struct xtab xt; /* writers of keys that will expire */
     bool closing;
     int expiry_events; /* 1 on, 0 off (CONFIG refused), -1 not known yet */
     uint64_t *m_timeouts, *m_events, *m_bad_events, *m_expired;
@@ -603,6 +620,91 @@ static void conn_start(struct rconn *c)
 
 /* ---- subscriber: change events in, watchers out ---- */
 
+/* ---- expiring-key writers ---- */
+
+static uint64_t xt_hash(const char *k, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
+    return h;
+}
+
+static struct xent **xt_find(struct xtab *t, const char *k, size_t n, uint64_t h)
+{
+    if (!t->nslots) return NULL;
+    struct xent **pp = &t->slots[h & (t->nslots - 1)];
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->hash == h && (*pp)->klen == n && memcmp((*pp)->data, k, n) == 0) return pp;
+    return pp; /* where it would go */
+}
+
+static void xt_del(struct xtab *t, const char *k, size_t n)
+{
+    struct xent **pp = xt_find(t, k, n, xt_hash(k, n));
+    if (!pp || !*pp) return;
+    struct xent *e = *pp;
+    *pp = e->next;
+    free(e);
+    t->count--;
+}
+
+static void xt_put(struct xtab *t, const char *k, size_t n, const char *origin, size_t ol,
+                   uint64_t version)
+{
+    uint64_t h = xt_hash(k, n);
+    if (t->count >= t->nslots * 3 / 4 && t->nslots < XT_MAX) {
+        size_t nn = t->nslots ? t->nslots * 2 : 64;
+        struct xent **ns = calloc(nn, sizeof *ns);
+        if (ns) {
+            for (size_t i = 0; i < t->nslots; i++) {
+                for (struct xent *e = t->slots[i], *next; e; e = next) {
+                    next = e->next;
+                    e->next = ns[e->hash & (nn - 1)];
+                    ns[e->hash & (nn - 1)] = e;
+                }
+            }
+            free(t->slots);
+            t->slots = ns;
+            t->nslots = nn;
+        }
+    }
+    struct xent **pp = xt_find(t, k, n, h);
+    if (!pp) return;
+    if (*pp) { /* replace */
+        struct xent *old = *pp;
+        *pp = old->next;
+        free(old);
+        t->count--;
+    } else if (t->count >= XT_MAX) {
+        return;
+    }
+    struct xent *e = malloc(sizeof *e + n + 1 + ol + 1);
+    if (!e) return; /* only the expiry event's origin is lost */
+    e->hash = h;
+    e->version = version;
+    e->klen = n;
+    memcpy(e->data, k, n);
+    e->data[n] = '\0';
+    memcpy(e->data + n + 1, origin, ol);
+    e->data[n + 1 + ol] = '\0';
+    e->next = *pp;
+    *pp = e;
+    t->count++;
+}
+
+static void xt_clear(struct xtab *t)
+{
+    for (size_t i = 0; i < t->nslots; i++) {
+        for (struct xent *e = t->slots[i], *next; e; e = next) {
+            next = e->next;
+            free(e);
+        }
+    }
+    free(t->slots);
+    t->slots = NULL;
+    t->nslots = t->count = 0;
+}
+
 static void emit_change(struct rb *b, const struct sm_redis_ev *e)
 {
     /* Keys in messages are not NUL-terminated and values may be anything:
@@ -616,9 +718,13 @@ static void emit_change(struct rb *b, const struct sm_redis_ev *e)
     size_t ol = e->origin_len < sizeof obuf ? e->origin_len : sizeof obuf - 1;
     memcpy(obuf, e->origin, ol);
     obuf[ol] = '\0';
-    struct sm_event ev = {.type = e->type == 'S' ? SM_EVENT_SET : SM_EVENT_DELETE,
+    if (e->type == 'T')
+        xt_put(&b->xt, e->key, e->key_len, obuf, ol, e->version);
+    else if (b->xt.count)
+        xt_del(&b->xt, e->key, e->key_len);
+    struct sm_event ev = {.type = e->type == 'D' ? SM_EVENT_DELETE : SM_EVENT_SET,
                           .key = key,
-                          .value = e->type == 'S' ? (e->value ? e->value : "") : NULL,
+                          .value = e->type != 'D' ? (e->value ? e->value : "") : NULL,
                           .value_len = e->value_len,
                           .version = e->version,
                           .time_ms = e->time_ms,
@@ -661,11 +767,18 @@ static void handle_expired(struct rb *b, const char *rkey, size_t len)
     key[kl] = '\0';
     if (!reserved_key(key)) {
         if (b->m_expired) (*b->m_expired)++;
-        /* Redis reports only the key: who wrote it and its version are not
-         * known here (docs/redis.md). */
+        /* Redis reports only the key; the writer comes from the 'T' event
+         * that announced the TTL, when this node saw it. */
         struct sm_event ev = {
             .type = SM_EVENT_EXPIRE, .key = key, .time_ms = sm_wall_ms(), .origin = ""};
+        struct xent **pp = xt_find(&b->xt, key, kl, xt_hash(key, kl));
+        struct xent *x = pp ? *pp : NULL;
+        if (x) {
+            ev.origin = x->data + kl + 1;
+            ev.version = x->version;
+        }
         sm_store_emit(b->st, &ev);
+        if (x) xt_del(&b->xt, key, kl);
     }
     if (key != kbuf) free(key);
 }
@@ -681,7 +794,13 @@ static void on_sub_msg(redisAsyncContext *ac, void *reply, void *priv)
         return;
     const char *kind = r->element[0]->str;
     if (strcmp(kind, "subscribe") == 0) {
-        if (++c->subs_confirmed == 2) conn_up(c);
+        if (++c->subs_confirmed == 2) {
+            /* Changes published while we were away are lost (pub/sub is
+             * at-most-once): forget writers we may have stale data on. */
+            if (c->ever_up) xt_clear(&b->xt);
+            c->ever_up = true;
+            conn_up(c);
+        }
         return;
     }
     if (strcmp(kind, "message") != 0 || r->element[1]->type != REDIS_REPLY_STRING ||
@@ -1022,7 +1141,7 @@ static int redis_set_multi(struct sm_backend *base, const struct sm_kv *items, s
     size_t mlen = 0;
     for (size_t i = 0; i < n; i++) {
         o->version = next_version(b, wall);
-        struct sm_redis_ev e = {.type = 'S',
+        struct sm_redis_ev e = {.type = items[i].ttl_ms ? 'T' : 'S',
                                 .version = o->version,
                                 .time_ms = wall,
                                 .origin = b->node,
@@ -1255,6 +1374,7 @@ bad:
 
 static void rb_free(struct rb *b)
 {
+    xt_clear(&b->xt);
     if (b->password) {
         sodium_memzero(b->password, strlen(b->password));
         free(b->password);

@@ -22,12 +22,12 @@ static size_t put_u64(char *p, uint64_t v)
 
 size_t sm_redis_ev_size(const struct sm_redis_ev *e)
 {
-    return SM_REDIS_EV_HDR_MAX + e->origin_len + e->key_len + (e->type == 'S' ? e->value_len : 0);
+    return SM_REDIS_EV_HDR_MAX + e->origin_len + e->key_len + (e->type != 'D' ? e->value_len : 0);
 }
 
 size_t sm_redis_ev_encode(char *buf, size_t cap, const struct sm_redis_ev *e)
 {
-    size_t vlen = e->type == 'S' ? e->value_len : 0;
+    size_t vlen = e->type != 'D' ? e->value_len : 0;
     if (cap < sm_redis_ev_size(e)) return 0;
     char *p = buf;
     memcpy(p, "SM1 ", 4);
@@ -79,7 +79,7 @@ int sm_redis_ev_decode(const char *buf, size_t len, size_t *off, struct sm_redis
     if (i > len || len - i < 6 || memcmp(buf + i, "SM1 ", 4) != 0) return SM_EPROTO;
     i += 4;
     char t = buf[i];
-    if ((t != 'S' && t != 'D') || buf[i + 1] != ' ') return SM_EPROTO;
+    if ((t != 'S' && t != 'T' && t != 'D') || buf[i + 1] != ' ') return SM_EPROTO;
     i += 2;
     uint64_t ver, tm, ol, kl, vl;
     if (get_u64(buf, len, &i, ' ', &ver) < 0 || get_u64(buf, len, &i, ' ', &tm) < 0 ||

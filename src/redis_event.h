@@ -12,15 +12,16 @@
  * the raw bytes it announces, so values stay binary-safe and a human can still
  * read a message with `redis-cli subscribe`:
  *
- *     SM1 <S|D> <version> <time_ms> <origin_len> <key_len> <value_len>\n
+ *     SM1 <S|T|D> <version> <time_ms> <origin_len> <key_len> <value_len>\n
  *     <origin bytes><key bytes><value bytes>
  *
  * The key is the store key (without the Redis prefix: the channel already names
- * the prefix). Decoders skip nothing: an unknown type or a malformed header
- * rejects the whole message.
+ * the prefix). 'T' marks a set that will expire, so receivers can remember
+ * who wrote it and name that writer in the expiry event Redis sends later. Decoders skip nothing:
+ * an unknown type or a malformed header rejects the whole message.
  */
 struct sm_redis_ev {
-    char type;          /**< 'S' set, 'D' delete */
+    char type;          /**< 'S' set, 'T' set with a TTL, 'D' delete */
     uint64_t version;   /**< writer's version (its hybrid logical clock) */
     uint64_t time_ms;   /**< writer's wall clock, ms since the epoch */
     const char *origin; /**< writer node id (not NUL-terminated) */

@@ -300,6 +300,15 @@ static void test_event_codec(void **state)
         off = 0;
         assert_int_equal(sm_redis_ev_decode(buf, cut, &off, &o), SM_EPROTO);
     }
+    /* 'T' (a set that will expire) carries its value like 'S' */
+    struct sm_redis_ev t = a;
+    t.type = 'T';
+    n = sm_redis_ev_encode(buf, sizeof buf, &t);
+    off = 0;
+    assert_int_equal(sm_redis_ev_decode(buf, n, &off, &o), 1);
+    assert_int_equal(o.type, 'T');
+    assert_int_equal(o.value_len, 3);
+    n = sm_redis_ev_encode(buf, sizeof buf, &a);
     /* too small a buffer: encode refuses */
     assert_int_equal(sm_redis_ev_encode(buf, 10, &a), 0);
     static const char *const bad[] = {"SM2 S 1 1 0 1 0\nk",
@@ -607,6 +616,11 @@ static void test_watch_two_nodes(void **state)
         assert_true(l->version[4] > l->version[3]);
         int e = find_event(l, SM_EVENT_EXPIRE, "cfg/ttl");
         assert_true(e >= 0);
+        /* the expiry names the writer and version of the set that had the TTL */
+        int s = find_event(l, SM_EVENT_SET, "cfg/ttl");
+        assert_true(s >= 0 && s < e);
+        assert_string_equal(l->origin[e], "node-1");
+        assert_int_equal(l->version[e], l->version[s]);
     }
     /* the prefix watch saw only cfg/ keys: a set, delete, b, c, ttl set, expiry */
     assert_int_equal(l2cfg.n, 6);
@@ -920,6 +934,7 @@ static void test_kill_restart(void **state)
     assert_int_equal(do_set(loop, peer, "ttl", "t", 50), 0);
     struct evfind ef = {&l, SM_EVENT_EXPIRE, "ttl"};
     assert_true(run_until(loop, have_event, &ef, 5000));
+    assert_string_equal(l.origin[find_event(&l, SM_EVENT_EXPIRE, "ttl")], "n2");
     sm_unwatch(w);
     sm_store_delete(st);
     sm_store_delete(peer);
