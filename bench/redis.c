@@ -253,11 +253,11 @@ int main(void)
     sm_config_delete(cfg);
     ev_timer t;
     ev_timer_init(&t, tick, 0.01, 0.);
-    for (int i = 0; i < 500 && !connected(r.st); i++) {
+    for (int i = 0; i < 3000 && !connected(r.st); i++) {
         ev_timer_start(loop, &t);
         ev_run(loop, 0);
     }
-    if (!connected(r.st)) die("store did not connect");
+    if (!connected(r.st)) die(sm_errmsg(r.st));
 
     memset(value, 'v', sizeof value);
     uint64_t wall = sm_wall_ms();

@@ -83,7 +83,7 @@ static pid_t spawn(struct redis_server *rs)
     return pid;
 }
 
-/* Up when it answers PING (NOAUTH counts: the server is listening). */
+/* Up when the process we started answers on the port. */
 static int wait_ready(struct redis_server *rs)
 {
     for (int i = 0; i < 500; i++) {
@@ -95,9 +95,15 @@ static int wait_ready(struct redis_server *rs)
         struct timeval tv = {0, 200000};
         redisContext *c = redisConnectWithTimeout("127.0.0.1", rs->port, tv);
         if (c && !c->err) {
-            redisReply *r = redisCommand(c, "PING");
-            bool ok = r && (r->type == REDIS_REPLY_STATUS ||
-                            (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0));
+            if (rs->password) {
+                redisReply *a = redisCommand(c, "AUTH %s", rs->password);
+                if (a) freeReplyObject(a);
+            }
+            /* Ours, not another program's server that won the port race. */
+            redisReply *r = redisCommand(c, "INFO server");
+            char want[48];
+            snprintf(want, sizeof want, "process_id:%ld\r", (long)rs->pid);
+            bool ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, want);
             if (r) freeReplyObject(r);
             redisFree(c);
             if (ok) return 0;
