@@ -10,3 +10,4 @@ tests_unit_test_redis_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(HIREDIS_LIBS)
 BENCHES += bench/redis
 bench_redis_SOURCES = bench/redis.c tests/lib/redis_server.c
 bench_redis_LDADD = $(SM_PROG_LIBS) $(HIREDIS_LIBS)
+EXTRA_DIST += docs/redis.md
