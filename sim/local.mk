@@ -13,3 +13,6 @@ check_PROGRAMS += tests/unit/test_sim
 TESTS += tests/unit/test_sim
 tests_unit_test_sim_SOURCES = tests/unit/test_sim.c
 tests_unit_test_sim_LDADD = sim/libsmsim.la $(SM_PROG_LIBS) $(CMOCKA_LIBS)
+
+TESTS += tests/unit/test_sim_cli.sh
+EXTRA_DIST += tests/unit/test_sim_cli.sh
