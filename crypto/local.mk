@@ -35,3 +35,6 @@ tests_unit_test_crypto_oom_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(SODIUM_LIBS)
 tests_unit_test_crypto_oom_LDFLAGS = $(AM_LDFLAGS) $(SM_HEAP_WRAP)
 EXTRA_DIST += tests/data/crypto/kat.txt tests/data/crypto/kat_check.py
 
+BENCHES += bench/envelope
+bench_envelope_SOURCES = bench/envelope.c
+bench_envelope_LDADD = $(SM_PROG_LIBS) $(SODIUM_LIBS)
