@@ -130,7 +130,7 @@ struct rop {
     bool done;        /* the caller has been answered */
     bool listed;      /* on the in-flight list */
     int err;          /* first error seen in a partial reply */
-    double deadline;  /* ev_now() time after which it times out */
+    double deadline;  /* ev_time() after which it times out */
     uint64_t version;
     uint64_t ttl_ms;
     size_t n;
@@ -301,7 +301,9 @@ static void cmd_timer_arm(struct rb *b);
 
 static void list_add(struct rb *b, struct rop *o)
 {
-    o->deadline = ev_now(b->loop) + (double)b->command_ms / 1000.0;
+    /* ev_time(), not ev_now(): a caller that blocked before calling us would
+     * otherwise start with a deadline already in the past. */
+    o->deadline = ev_time() + (double)b->command_ms / 1000.0;
     o->prev = b->tail;
     o->next = NULL;
     if (b->tail)
@@ -818,7 +820,7 @@ static void on_sub_msg(redisAsyncContext *ac, void *reply, void *priv)
 static void cmd_timer_arm(struct rb *b)
 {
     if (!b->head) return;
-    double in = b->head->deadline - ev_now(b->loop);
+    double in = b->head->deadline - ev_time();
     ev_timer_set(&b->cmd_timer, in > 0 ? in : 0., 0.);
     ev_timer_start(b->loop, &b->cmd_timer);
 }
@@ -827,7 +829,8 @@ static void cmd_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
     struct rb *b = w->data;
-    double now = ev_now(loop);
+    double now = ev_time();
+    (void)loop;
     if (!b->head) return;
     if (b->head->deadline > now) {
         cmd_timer_arm(b);
@@ -1481,6 +1484,7 @@ static int redis_open(struct sm_store *st, const struct sm_config *cfg, struct s
     b->m_expired = sm_metrics_counter(m, "statemesh_redis_expired_events_total",
                                       "Key expiry notifications received from redis", "");
     b->base.store = st;
+    ev_now_update(b->loop); /* relative timers below start from a fresh "now" */
     conn_init(b, &b->cmd, false);
     conn_init(b, &b->sub, true);
     ev_timer_init(&b->cmd_timer, cmd_timeout_cb, 1., 0.);

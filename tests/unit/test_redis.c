@@ -679,7 +679,7 @@ static void test_locks_basic(void **state)
     wait_connected(loop, a);
     wait_connected(loop, b);
     struct got ga = {0}, gb = {0}, g = {0};
-    assert_int_equal(sm_lock_acquire(a, "job", 200, on_done, &ga), 0);
+    assert_int_equal(sm_lock_acquire(a, "job", 1000, on_done, &ga), 0);
     assert_int_equal(ga.calls, 0);
     assert_int_equal(lock_op(loop, NULL, &ga), 0);
     assert_int_equal(strlen(ga.token), 32);
@@ -962,9 +962,11 @@ static void test_timeouts(void **state)
     assert_true(run_until(loop, got_done, &g2, 3000));
     double took = ev_now(loop) - t0;
     assert_int_equal(g1.status, SM_ETIMEOUT);
-    assert_int_equal(g2.status, SM_ETIMEOUT);
+    /* g2 expires a few µs after g1: it times out too, or is failed by the
+     * reset that g1's timeout causes, whichever the timer's lateness gives */
+    assert_true(g2.status == SM_ETIMEOUT || g2.status == SM_EUNAVAILABLE);
     assert_non_null(strstr(g1.errmsg, "150 ms"));
-    assert_true(took >= 0.14 && took < 1.0);
+    assert_true(took >= 0.14 && took < 2.0);
     /* the connection was reset; reconnects time out too while stalled */
     struct got g3 = {0};
     assert_int_equal(sm_get(st, "k", on_done, &g3), SM_EUNAVAILABLE);
@@ -972,7 +974,8 @@ static void test_timeouts(void **state)
     run_for(loop, 400);
     assert_int_equal(gauge_value(st), 0);
     char *m = sm_metrics_render(st);
-    assert_non_null(strstr(m, "statemesh_redis_command_timeouts_total 2"));
+    assert_true(strstr(m, "statemesh_redis_command_timeouts_total 1\n") ||
+                strstr(m, "statemesh_redis_command_timeouts_total 2\n"));
     free(m);
     redis_server_signal(&srv, SIGCONT);
     wait_connected(loop, st);
@@ -984,17 +987,36 @@ static void test_timeouts(void **state)
     /* a store opened against a stalled server: the connect timer fires and
      * the queued first operation fails with SM_ETIMEOUT */
     redis_server_signal(&srv, SIGSTOP);
-    st = open_store_on(loop, srv.addr, "n1", "to:", opts);
+    static const char *const copts[] = {"redis.connect_timeout", "150ms", NULL};
+    st = open_store_on(loop, srv.addr, "n1", "to:", copts);
     struct got g4 = {0};
     assert_int_equal(sm_get(st, "k", on_done, &g4), 0);
     assert_true(run_until(loop, got_done, &g4, 3000));
     assert_int_equal(g4.status, SM_ETIMEOUT);
-    assert_non_null(strstr(g4.errmsg, "timed out"));
+    assert_non_null(strstr(g4.errmsg, "connecting to redis"));
+    assert_non_null(strstr(g4.errmsg, "timed out after 150 ms"));
     redis_server_signal(&srv, SIGCONT);
     wait_connected(loop, st);
     sm_store_delete(st);
     ev_loop_destroy(loop);
     redis_server_stop(&srv);
+}
+
+/* A caller that blocked for longer than the command timeout before issuing an
+ * operation (the loop's cached time is stale) must not see it time out. */
+static void test_stale_loop_time(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    static const char *const opts[] = {"redis.command_timeout", "200ms", NULL};
+    struct sm_store *st = open_store_on(loop, g_srv.addr, "n1", "stale:", opts);
+    wait_connected(loop, st);
+    usleep(400 * 1000);
+    assert_int_equal(do_set(loop, st, "k", "v", 0), 0);
+    struct got g;
+    assert_int_equal(do_get(loop, st, "k", &g), 0);
+    sm_store_delete(st);
+    ev_loop_destroy(loop);
 }
 
 static void test_no_server(void **state)
@@ -1156,6 +1178,7 @@ int main(void)
         cmocka_unit_test(test_locks_contention),
         cmocka_unit_test(test_kill_restart),
         cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_stale_loop_time),
         cmocka_unit_test(test_no_server),
         cmocka_unit_test(test_password),
         cmocka_unit_test(test_unix_socket),
