@@ -264,6 +264,14 @@ static double stat_fn(void *arg)
         return (double)s->rejected[r->idx];
     case 5:
         return (double)s->members[r->idx];
+    case 6: {
+        const uint64_t *f[] = {&s->records_merged, &s->records_duplicate, &s->grafts,
+                               &s->prunes,         &s->ihave_ids,         &s->ae_rounds,
+                               &s->ae_in_sync,     &s->ae_records_sent,   &s->probes,
+                               &s->probe_timeouts, &s->indirect_probes,   &s->suspicions,
+                               &s->refutations,    &s->encode_overflow};
+        return (double)*f[r->idx];
+    }
     }
     return 0;
 }
@@ -281,7 +289,7 @@ static double mev_fn(void *arg)
 
 /* statref cells live as long as the store: one static-size array per mesh. */
 struct mesh_metrics {
-    struct statref refs[4 * SM_PKT__COUNT + SM_REJ__COUNT + SM_MEMBER_STATE__COUNT];
+    struct statref refs[4 * SM_PKT__COUNT + SM_REJ__COUNT + SM_MEMBER_STATE__COUNT + 14];
 };
 
 static void register_metrics(struct mesh *m, struct mesh_metrics *mm)
@@ -318,6 +326,18 @@ static void register_metrics(struct mesh *m, struct mesh_metrics *mm)
         mm->refs[k] = (struct statref){m, 5, s};
         sm_metrics_gauge_fn(reg, "statemesh_members", "Mesh members by state", l, stat_fn,
                             &mm->refs[k++]);
+    }
+    static const char *const evn[14] = {
+        "record_merged",  "record_duplicate", "graft",          "prune",          "ihave_id",
+        "ae_round",       "ae_in_sync",       "ae_record_sent", "probe",          "probe_timeout",
+        "indirect_probe", "suspicion",        "refutation",     "encode_overflow"};
+    for (int i = 0; i < 14; i++) {
+        snprintf(l, sizeof l, "event=\"%s\"", evn[i]);
+        mm->refs[k] = (struct statref){m, 6, i};
+        sm_metrics_counter_fn(reg, "statemesh_gossip_events_total",
+                              "Protocol events of this node (dissemination, anti-entropy, "
+                              "failure detection)",
+                              l, stat_fn, &mm->refs[k++]);
     }
     for (int e = 0; e < SM_MEV__COUNT; e++) {
         snprintf(l, sizeof l, "event=\"%s\"", sm_member_event_name((enum sm_member_event)e));
