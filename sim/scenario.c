@@ -203,6 +203,19 @@ static void conv_stats(struct run *r)
         if (d >= 0) v[done++] = (double)(d - sim_track_start(r->s, i)) / SIM_US;
     }
     r->res->converged = done == n;
+    if (done < n && getenv("SIM_DEBUG")) {
+        /* diagnostics: who misses the first incomplete update */
+        for (uint32_t i = 0; i < n; i++) {
+            if (sim_track_done(r->s, i) >= 0) continue;
+            fprintf(stderr, "update %" PRIu32 " (%" PRIu32 " holders) missing on:", i,
+                    sim_track_holders(r->s, i));
+            for (uint32_t j = 0; j < sim_nodes(r->s); j++)
+                if (sim_node_up(r->s, j) && !sim_track_held(r->s, i, j))
+                    fprintf(stderr, " n%" PRIu32, j);
+            fputc('\n', stderr);
+            break;
+        }
+    }
     if (done) {
         r->res->has_conv = true;
         r->res->conv_max = sim_percentile(v, done, 100);

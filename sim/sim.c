@@ -860,6 +860,11 @@ int64_t sim_track_start(const struct sim *s, uint32_t index)
 {
     return index < s->ntracks ? s->tracks[index].start : -1;
 }
+bool sim_track_held(const struct sim *s, uint32_t index, uint32_t id)
+{
+    if (index >= s->ntracks || id >= s->n) return false;
+    return (s->tracks[index].held[id >> 3] >> (id & 7)) & 1;
+}
 uint32_t sim_tracked(const struct sim *s)
 {
     return s->ntracks;

@@ -230,6 +230,8 @@ uint32_t sim_track_holders(const struct sim *s, uint32_t index);
 int64_t sim_track_done(const struct sim *s, uint32_t index);
 int64_t sim_track_start(const struct sim *s, uint32_t index);
 uint32_t sim_tracked(const struct sim *s);
+/** Whether node @p id holds tracked update @p index. */
+bool sim_track_held(const struct sim *s, uint32_t index, uint32_t id);
 /** Number of invariant violations seen (each is also printed with the seed). */
 uint64_t sim_violations(const struct sim *s);
 /** The union of every write made through sim_write (borrowed). */
