@@ -112,10 +112,10 @@ struct crdt_resolvers *crdt_resolvers_new_default(void)
                            NULL) < 0 ||
         crdt_resolvers_add(rs, CRDT_PREFIX_CIRCUIT, "circuit_breaker", CRDT_RESOLVER_CIRCUIT, NULL,
                            NULL) < 0 ||
-        crdt_resolvers_add(rs, CRDT_PREFIX_LB_CONN, "counter", CRDT_RESOLVER_COUNTER, NULL, NULL) <
-            0 ||
-        crdt_resolvers_add(rs, CRDT_PREFIX_RATELIMIT, "counter", CRDT_RESOLVER_COUNTER, NULL,
-                           NULL) < 0) {
+        crdt_resolvers_add(rs, CRDT_PREFIX_LB_CONN, "connection_counter", CRDT_RESOLVER_COUNTER,
+                           NULL, NULL) < 0 ||
+        crdt_resolvers_add(rs, CRDT_PREFIX_RATELIMIT, "rate_limit_counter", CRDT_RESOLVER_COUNTER,
+                           NULL, NULL) < 0) {
         crdt_resolvers_delete(rs);
         return NULL;
     }

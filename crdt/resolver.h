@@ -89,7 +89,11 @@ uint8_t crdt_resolver_precedence(const struct crdt_resolver *r, const uint8_t *v
 uint8_t crdt_resolvers_precedence(const struct crdt_resolvers *rs, const char *key, size_t klen,
                                   const uint8_t *value, size_t len);
 
-/** Resolver name ("lww", "backend_health", "circuit_breaker", "counter", or the custom one). */
+/**
+ * Resolver name, unique among the built-ins so it can label a metric: "lww",
+ * "backend_health", "circuit_breaker", "connection_counter" (lb:conn:),
+ * "rate_limit_counter" (ratelimit:), or the name given to crdt_resolvers_add().
+ */
 const char *crdt_resolver_name(const struct crdt_resolver *r);
 /** Registered prefix ("" for the default). */
 const char *crdt_resolver_prefix(const struct crdt_resolver *r);

@@ -24,7 +24,7 @@ struct crdt_replica;
  *   lb:state:<strategy>       LoadBalancerState without its backend_states, msgpack
  *                             (strategy, last_rotation, weighted_counters…) → LWW
  *   lb:conn:<url>/<node>      one node's connection count for a backend (msgpack
- *                             int64) → "counter": backend_states[url] is the sum
+ *                             int64) → "connection_counter": backend_states[url] is the sum
  *                             over the slots of live members
  * Model versions are the record versions (the seed's Version fields); the
  * record's precedence comes from crdt_resolvers_precedence() on the value.

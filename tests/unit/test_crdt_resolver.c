@@ -42,8 +42,8 @@ static void test_find(void **state)
     assert_string_equal(resolver_of(rs, "backend:health:"), "backend_health");
     assert_string_equal(resolver_of(rs, "backend:healt"), "lww");
     assert_string_equal(resolver_of(rs, "circuit:http://a"), "circuit_breaker");
-    assert_string_equal(resolver_of(rs, "lb:conn:http://a/n1"), "counter");
-    assert_string_equal(resolver_of(rs, "ratelimit:tenant/n1"), "counter");
+    assert_string_equal(resolver_of(rs, "lb:conn:http://a/n1"), "connection_counter");
+    assert_string_equal(resolver_of(rs, "ratelimit:tenant/n1"), "rate_limit_counter");
     assert_string_equal(resolver_of(rs, "lb:state:round-robin"), "lww");
     assert_string_equal(resolver_of(rs, "x"), "lww");
     assert_string_equal(resolver_of(rs, ""), "lww");
