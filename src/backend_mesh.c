@@ -49,6 +49,10 @@ static void node_record(void *ud, const struct crdt_rec_view *rec, const struct 
     struct mesh *m = ud;
     int64_t lag = (int64_t)sm_wall_ms() - (int64_t)crdt_hlc_wall_ms(rec->hlc);
     sm_hist_observe(m->lag, lag > 0 ? (double)lag / 1000.0 : 0.0);
+    /* two different writes of one version met: the resolver's precedence (then
+     * hlc, origin) decided between them */
+    if (old && old->version == rec->version && m->lc.resolvers)
+        crdt_resolvers_note_conflict(m->lc.resolvers, rec->key, rec->key_len);
     sm_localcore_emit_remote(&m->lc, rec, old);
 }
 
@@ -282,6 +286,11 @@ static double udp_oversize(void *arg)
     return (double)gossip_udp_stats(m->udp)->rx_oversize;
 }
 
+static double resolver_conflicts(void *arg)
+{
+    return (double)crdt_resolver_conflicts(arg);
+}
+
 static double mev_fn(void *arg)
 {
     return (double)*(uint64_t *)arg;
@@ -343,6 +352,13 @@ static void register_metrics(struct mesh *m, struct mesh_metrics *mm)
         snprintf(l, sizeof l, "event=\"%s\"", sm_member_event_name((enum sm_member_event)e));
         sm_metrics_counter_fn(reg, "statemesh_member_events_total", "Member events seen", l, mev_fn,
                               &m->member_events[e]);
+    }
+    for (size_t i = 0; m->lc.resolvers && i < crdt_resolvers_count(m->lc.resolvers); i++) {
+        const struct crdt_resolver *r = crdt_resolvers_at(m->lc.resolvers, i);
+        snprintf(l, sizeof l, "resolver=\"%s\"", crdt_resolver_name(r));
+        sm_metrics_counter_fn(reg, "statemesh_conflicts_resolved_total",
+                              "Concurrent writes of one version decided by a resolver", l,
+                              resolver_conflicts, (void *)r);
     }
     static const double lag_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
                                          0.25,  0.5,   1.0,  2.5,   5.0,  10.0};
