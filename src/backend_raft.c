@@ -234,7 +234,7 @@ static bool o_i64(const msgpack_object *o, int64_t *v)
     return false;
 }
 
-static bool o_str(const msgpack_object *o, const char **p, size_t *n)
+static bool o_str_raw(const msgpack_object *o, const char **p, size_t *n)
 {
     if (o->type == MSGPACK_OBJECT_STR) {
         *p = o->via.str.ptr, *n = o->via.str.size;
@@ -245,6 +245,14 @@ static bool o_str(const msgpack_object *o, const char **p, size_t *n)
         return true;
     }
     return false;
+}
+
+static bool o_str(const msgpack_object *o, const char **p, size_t *n)
+{
+    /* msgpack gives a NULL pointer for empty strings */
+    bool ok = o_str_raw(o, p, n);
+    if (ok && *n == 0) *p = "";
+    return ok;
 }
 
 /* ---- replies ----
@@ -1518,7 +1526,7 @@ static int load_restore(struct rb *rb, const char *path, char *err, size_t errle
         snprintf(err, errlen, "raft.restore %s: %s", path, strerror(errno));
         return SM_EIO;
     }
-    char magic[24];
+    char magic[32];
     size_t hl = strlen("statemesh-raft-backup-v1\n");
     if (fread(magic, 1, hl, f) != hl || memcmp(magic, "statemesh-raft-backup-v1\n", hl) != 0) {
         fclose(f);

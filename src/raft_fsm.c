@@ -143,7 +143,7 @@ bool smr_fsm_needs_purge(const struct smr_fsm *f, int64_t now_ms)
 
 /* ---- msgpack helpers ---- */
 
-static bool obj_str(const msgpack_object *o, const char **p, size_t *n)
+static bool obj_str_raw(const msgpack_object *o, const char **p, size_t *n)
 {
     if (o->type == MSGPACK_OBJECT_STR) {
         *p = o->via.str.ptr;
@@ -156,6 +156,14 @@ static bool obj_str(const msgpack_object *o, const char **p, size_t *n)
         return true;
     }
     return false;
+}
+
+static bool obj_str(const msgpack_object *o, const char **p, size_t *n)
+{
+    /* msgpack gives a NULL pointer for empty strings */
+    bool ok = obj_str_raw(o, p, n);
+    if (ok && *n == 0) *p = "";
+    return ok;
 }
 
 static bool obj_u64(const msgpack_object *o, uint64_t *v)

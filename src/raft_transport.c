@@ -164,7 +164,7 @@ static void handle_closed(uv_handle_t *h)
 static void conn_close(struct smt_conn *c, const char *why)
 {
     if (c->state == CS_CLOSING) return;
-    if (why && c->purpose == SMT_RAFT) tlog(c->t, "raft connection %s: %s", c->peer_addr, why);
+    (void)why; /* routine disconnects are not logged: raft retries; rejections are (reject()) */
     c->state = CS_CLOSING;
     if (c->rreq) {
         /* A raft connect attempt that never completed. */
