@@ -16,3 +16,8 @@ tests_unit_test_sim_LDADD = sim/libsmsim.la $(SM_PROG_LIBS) $(CMOCKA_LIBS)
 
 TESTS += tests/unit/test_sim_cli.sh
 EXTRA_DIST += tests/unit/test_sim_cli.sh
+
+check_PROGRAMS += tests/unit/test_sim_scenarios
+TESTS += tests/unit/test_sim_scenarios
+tests_unit_test_sim_scenarios_SOURCES = tests/unit/test_sim_scenarios.c
+tests_unit_test_sim_scenarios_LDADD = sim/libsmsim.la $(SM_PROG_LIBS) $(CMOCKA_LIBS)

@@ -284,6 +284,9 @@ int main(int argc, char **argv)
     char err[256] = "";
     int rc = sim_scenario_run(&o, &res, err, sizeof(err));
     double wall = now_s() - ps.start;
+    if (!ps.quiet)
+        fprintf(stderr, "%s: done: %.1f s wall, %.1f s CPU\n", prog, wall,
+                (double)clock() / CLOCKS_PER_SEC);
     if (o.csv && fclose(o.csv) != 0) {
         fprintf(stderr, "%s: writing %s failed\n", prog, csv_path);
         return 1;
