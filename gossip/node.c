@@ -50,16 +50,18 @@
 
 _Static_assert(GOSSIP_LEAVES == CRDT_DIGEST_LEAVES, "digest leaves mismatch");
 
-#define MAX_PEERS    16  /* Plumtree peer slots (chosen + inbound) */
-#define MAX_RELAYS   16  /* concurrent indirect probes we relay */
-#define MAX_MISSING  64  /* announced records we wait for */
-#define MAX_ANNOUNCE 4   /* announcers remembered per missing record */
-#define RECENT_CAP   256 /* recently seen record ids (dedup, graft answers) */
-#define LAZY_CAP     256 /* ids waiting to be announced */
-#define FRESH_MAX    64  /* records to forward, per call */
-#define MAX_ACCUSERS 4
-#define MAINT_MS     250
-#define PKT_MAX      65536
+#define MAX_PEERS     16  /* Plumtree peer slots (chosen + inbound) */
+#define MAX_RELAYS    16  /* concurrent indirect probes we relay */
+#define MAX_MISSING   64  /* announced records we wait for */
+#define MAX_ANNOUNCE  4   /* announcers remembered per missing record */
+#define RECENT_CAP    256 /* recently seen record ids (dedup, graft answers) */
+#define LAZY_CAP      256 /* ids waiting to be announced */
+#define FRESH_MAX     64  /* records to forward, per call */
+#define MAX_ACCUSERS  4
+#define MAINT_MS      250
+#define RUMOR_CAP     128 /* membership changes queued for piggybacking */
+#define RUMOR_PER_PKT 16  /* piggybacked per packet at most */
+#define PKT_MAX       65536
 
 struct member {
     char id[CRDT_MAX_ORIGIN];
@@ -79,7 +81,13 @@ struct member {
     uint64_t susp_start, susp_deadline;
     uint32_t acc[MAX_ACCUSERS]; /* hashes of independent accusers */
     uint64_t last_notice;       /* last "you are dead/suspect" notice sent to it */
+    uint8_t cert_left;          /* packets to it that still carry our certificate */
 };
+
+/* A new (or restarted) peer may not know our certificate yet, so the first
+ * packets to it carry it in the envelope; without it the peer could not
+ * verify them (it learns certificates from join and alive messages only). */
+#define CERT_SENDS 3
 
 struct rumor {
     struct member *m;
@@ -230,6 +238,11 @@ static uint64_t id_hash(const char *id, size_t len)
     /* FNV-1a: ids are short; the table only needs spread */
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < len; i++) h = (h ^ (uint8_t)id[i]) * 1099511628211ull;
+    /* FNV's low bits depend only on the inputs' low bits ("n1".."n9999" would
+     * cluster in a power-of-two table): finish with a full avalanche */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
     return h ? h : 1;
 }
 
@@ -391,6 +404,7 @@ static struct member *madd(struct sm_node *n, const char *id, size_t len, uint64
     m->hash = id_hash(id, len);
     m->rumor = -1;
     m->peer = -1;
+    m->cert_left = CERT_SENDS;
     tab_put(n->tab, n->tab_cap, m);
     n->st.members[SM_MEMBER_ALIVE]++;
     n->n_alive_other++;
@@ -451,7 +465,8 @@ static size_t payload_cap(const struct sm_node *n, unsigned seal_flags)
 
 static void pkt_begin_buf(struct sm_node *n, struct gossip_enc *e, uint8_t *buf, size_t cap)
 {
-    size_t pc = payload_cap(n, 0);
+    /* room for an attached certificate is always kept (see CERT_SENDS) */
+    size_t pc = payload_cap(n, n->crypto ? SMC_SEAL_CERT : 0);
     if (cap > pc) cap = pc;
     (void)gossip_enc_begin(e, buf, cap, n->id, n->cfg.id_len, n->self->inc);
 }
@@ -473,6 +488,15 @@ static void pkt_send(struct sm_node *n, const struct sm_addr *to, struct gossip_
     const uint8_t *out = e->buf;
     if (n->crypto) {
         size_t olen;
+        if (!(seal_flags & SMC_SEAL_CERT)) {
+            struct member *m = NULL;
+            for (size_t i = 0; i < n->n_members && !m; i++)
+                if (addr_eq(&n->members[i]->addr, to)) m = n->members[i];
+            if (!m || m->cert_left) {
+                seal_flags |= SMC_SEAL_CERT;
+                if (m) m->cert_left--;
+            }
+        }
         if (smc_seal(n->crypto, ++n->env_seq, seal_flags, e->buf, len, S.wire, sizeof(S.wire),
                      &olen) != 0) {
             n->st.encode_overflow++;
@@ -502,6 +526,19 @@ static void rumor_queue(struct sm_node *n, struct member *m, uint8_t type, const
                         size_t from_len)
 {
     struct rumor *r;
+    n->st.rumors_queued++;
+    if (m->rumor < 0 && n->n_rumors >= RUMOR_CAP) {
+        /* bounded queue: a join storm must not keep every packet full for
+         * minutes; the oldest plain ALIVE goes first (deaths, suspicions and
+         * refutations also travel the broadcast tree) */
+        size_t victim = SIZE_MAX;
+        uint16_t best = UINT16_MAX;
+        for (size_t i = 0; i < n->n_rumors; i++) {
+            uint16_t score = n->rumors[i].left + (n->rumors[i].type == GOSSIP_ALIVE ? 0 : 256);
+            if (score < best) best = score, victim = i;
+        }
+        if (victim != SIZE_MAX) rumor_drop(n, victim);
+    }
     if (m->rumor >= 0) {
         r = &n->rumors[m->rumor];
     } else {
@@ -555,7 +592,7 @@ static int enc_rumor(struct sm_node *n, struct gossip_enc *e, const struct rumor
 static void piggyback(struct sm_node *n, struct gossip_enc *e)
 {
     size_t tried = 0;
-    while (n->n_rumors && tried < n->n_rumors && gossip_enc_room(e) > 16) {
+    while (n->n_rumors && tried < n->n_rumors && tried < RUMOR_PER_PKT && gossip_enc_room(e) > 16) {
         if (n->rumor_pos >= n->n_rumors) n->rumor_pos = 0;
         struct rumor *r = &n->rumors[n->rumor_pos];
         if (enc_rumor(n, e, r) != 0) break;
@@ -721,8 +758,12 @@ static void refute(struct sm_node *n, uint64_t inc)
 }
 
 /* ALIVE(id, inc, addr): returns true when our view changed. */
+/* How an ALIVE reached us: as news to spread, as state transfer (a
+ * membership page), or from the member itself (a join or direct contact). */
+enum alive_via { VIA_RUMOR, VIA_PAGE, VIA_DIRECT };
+
 static bool on_alive(struct sm_node *n, const char *id, size_t idl, uint64_t inc,
-                     const struct sm_addr *addr, struct member *src)
+                     const struct sm_addr *addr, struct member *src, enum alive_via via)
 {
     if (is_self_id(n, id, idl)) {
         /* someone claims a newer me (an old life of ours): outrank it */
@@ -732,11 +773,17 @@ static bool on_alive(struct sm_node *n, const char *id, size_t idl, uint64_t inc
     struct member *m = mfind(n, id, idl);
     if (!m) {
         if (!addr || !addr->len) return false;
+        /* With a full (partial) view, a member we merely hear about replaces
+         * a random one only now and then, so views keep mixing without an
+         * eviction storm; members talking to us directly always get in. */
+        bool full = n->n_members >= n->cfg.max_members;
+        if (full && via != VIA_DIRECT && rng_below(n, 8) != 0) return false;
         m = madd(n, id, idl, inc, addr, n->now.mono_ms);
         if (!m) return false;
-        /* a join is spread by piggybacking only: a tree broadcast per member
-         * would cost O(N) packets per join */
-        rumor_queue(n, m, GOSSIP_ALIVE, NULL, 0);
+        /* a join is spread by piggybacking only (a tree broadcast per member
+         * would cost O(N) packets per join); state transfer and view
+         * reshuffles are not news */
+        if (!full && via != VIA_PAGE) rumor_queue(n, m, GOSSIP_ALIVE, NULL, 0);
         emit(n, SM_MEV_JOIN, m);
         return true;
     }
@@ -1729,23 +1776,28 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
     n->st.bytes_recv[cls] += req_len;
     n->st.rejected[SM_REJ_UNKNOWN_MSG] += p->n_unknown;
 
+    /* authenticated: the envelope verified it, or (crypto off) it is a live
+     * member speaking from its known address; decided before a stranger is
+     * added below */
+    bool authed =
+        n->crypto ? env_auth : (src && live_state(src->state) && addr_eq(&src->addr, from));
     /* a stranger talking to us (its join or rumor did not reach us, or our
      * partial view evicted it) becomes a member at the address it spoke from */
     if (!src && p->n_msgs && p->msgs[0].type != GOSSIP_JOIN && p->msgs[0].type != GOSSIP_LEAVE) {
-        if (on_alive(n, p->sender, p->sender_len, p->sender_inc, from, NULL))
+        if (on_alive(n, p->sender, p->sender_len, p->sender_inc, from, NULL, VIA_DIRECT))
             src = mfind(n, p->sender, p->sender_len);
     }
     /* the header is an implicit, direct "alive" from the sender */
     if (src && !src->self) {
         if (p->sender_inc > src->inc) {
-            on_alive(n, p->sender, p->sender_len, p->sender_inc, NULL, NULL);
+            src->cert_left = CERT_SENDS; /* restarted: its trust store may be empty */
+            on_alive(n, p->sender, p->sender_len, p->sender_inc, NULL, NULL, VIA_DIRECT);
         } else if (!live_state(src->state) ||
                    (src->state == SM_MEMBER_SUSPECT && p->sender_inc == src->inc)) {
             notice(n, src, from);
         }
     }
-    bool authed =
-        n->crypto ? env_auth : (src && live_state(src->state) && addr_eq(&src->addr, from));
+    bool page = p->n_msgs && p->msgs[0].type == GOSSIP_SYNC_PAGE;
     struct reply rp = {.n = n, .to = from, .budget = authed ? SIZE_MAX : req_len, .cls = cls};
 
     for (size_t i = 0; i < p->n_msgs; i++) {
@@ -1764,10 +1816,11 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             on_ping_req(n, m, from, authed);
             break;
         case GOSSIP_ALIVE:
+            n->st.rumors_received++;
             trust_cert(n, m->u.member.cert, m->u.member.cert_len, m->u.member.id,
                        m->u.member.id_len);
-            on_alive(n, m->u.member.id, m->u.member.id_len, m->u.member.inc, &m->u.member.addr,
-                     src);
+            on_alive(n, m->u.member.id, m->u.member.id_len, m->u.member.inc, &m->u.member.addr, src,
+                     page ? VIA_PAGE : VIA_RUMOR);
             break;
         case GOSSIP_SUSPECT:
             on_suspect(n, m->u.member.id, m->u.member.id_len, m->u.member.inc, m->u.member.from,
@@ -1783,7 +1836,8 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             trust_cert(n, m->u.join.cert, m->u.join.cert_len, p->sender, p->sender_len);
             if (is_self_id(n, p->sender, p->sender_len)) break;
             if (!src || p->sender_inc > src->inc) {
-                on_alive(n, p->sender, p->sender_len, p->sender_inc, &m->u.join.addr, NULL);
+                on_alive(n, p->sender, p->sender_len, p->sender_inc, &m->u.join.addr, NULL,
+                         VIA_DIRECT);
                 src = mfind(n, p->sender, p->sender_len);
             }
             rp.to = from;
@@ -1797,7 +1851,9 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
                 struct gossip_enc e;
                 pkt_begin(n, &e, SIZE_MAX);
                 size_t cap = e.cap;
-                size_t pad = cap > e.len + 24 ? cap - e.len - 24 : 0;
+                /* padding keeps an unauthenticated answer no larger than its
+                 * request; with the envelope every packet is authenticated */
+                size_t pad = !n->crypto && cap > e.len + 24 ? cap - e.len - 24 : 0;
                 while (gossip_enc_sync(&e, GOSSIP_SYNC_REQ, m->u.join.cursor, pad) != 0 && pad)
                     pad = pad > 16 ? pad - 16 : 0;
                 pkt_send(n, from, &e, SM_PKT_MEMBER, 0);
@@ -2064,7 +2120,7 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
             if (m) {
                 struct gossip_enc e;
                 pkt_begin(n, &e, SIZE_MAX);
-                size_t pad = e.cap > e.len + 24 ? e.cap - e.len - 24 : 0;
+                size_t pad = !n->crypto && e.cap > e.len + 24 ? e.cap - e.len - 24 : 0;
                 while (gossip_enc_sync(&e, GOSSIP_SYNC_REQ, 0, pad) != 0 && pad)
                     pad = pad > 16 ? pad - 16 : 0;
                 pkt_send(n, &m->addr, &e, SM_PKT_MEMBER, 0);

@@ -148,6 +148,8 @@ struct sm_node_stats {
     uint64_t ae_records_sent;   /**< records sent in answer to anti-entropy */
     uint64_t encode_overflow;   /**< items that did not fit a packet and were deferred/dropped */
     uint64_t local_health;      /**< gauge: Lifeguard local health multiplier (0 = healthy) */
+    uint64_t rumors_queued;     /**< membership changes queued for piggybacking */
+    uint64_t rumors_received;   /**< membership messages received */
 };
 
 /** Callbacks. ud is sm_node_config.ud. */

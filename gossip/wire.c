@@ -222,12 +222,18 @@ static size_t uint_size(uint64_t v)
     return v < 128 ? 1 : v < 256 ? 2 : v < 65536 ? 3 : v < 4294967296ull ? 5 : 9;
 }
 
+static size_t int_size(int64_t v)
+{
+    if (v >= 0) return uint_size((uint64_t)v);
+    return v >= -32 ? 1 : v >= -128 ? 2 : v >= -32768 ? 3 : v >= -2147483648ll ? 5 : 9;
+}
+
 size_t gossip_rec_size(const struct crdt_rec_view *r)
 {
     size_t n = 1 + 1 + 1 + 2 + bin_size(r->key_len);
     n += r->value ? bin_size(r->value_len) : 1;
     n += uint_size(r->version) + uint_size(r->hlc) + bin_size(r->origin_len);
-    n += uint_size(r->precedence) + uint_size(r->flags) + 9;
+    n += uint_size(r->precedence) + uint_size(r->flags) + int_size(r->expires_at);
     n += (r->flags & CRDT_F_SIGNED) && r->sig ? bin_size(CRDT_SIG_LEN) : 1;
     return n;
 }
