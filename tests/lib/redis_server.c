@@ -19,6 +19,66 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Every server started and not yet stopped, by value: a test that fails
+ * half-way (cmocka longjmps out of it) or a bench that exits on an error
+ * must not leave a redis-server behind. An atexit handler reaps them. */
+#define MAX_LIVE 32
+static struct {
+    pid_t pid;
+    char dir[128];
+} live[MAX_LIVE];
+static bool atexit_set;
+
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            char p[400];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static void live_set(const char *dir, pid_t pid)
+{
+    int free_slot = -1;
+    for (int i = 0; i < MAX_LIVE; i++) {
+        if (live[i].dir[0] && strcmp(live[i].dir, dir) == 0) {
+            live[i].pid = pid;
+            return;
+        }
+        if (!live[i].dir[0] && free_slot < 0) free_slot = i;
+    }
+    if (free_slot < 0) return;
+    live[free_slot].pid = pid;
+    snprintf(live[free_slot].dir, sizeof live[free_slot].dir, "%s", dir);
+}
+
+static void live_forget(const char *dir)
+{
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (live[i].dir[0] && strcmp(live[i].dir, dir) == 0) live[i].dir[0] = '\0';
+}
+
+static void reap_all(void)
+{
+    for (int i = 0; i < MAX_LIVE; i++) {
+        if (!live[i].dir[0]) continue;
+        if (live[i].pid > 0) {
+            kill(live[i].pid, SIGKILL);
+            waitpid(live[i].pid, NULL, 0);
+        }
+        remove_dir(live[i].dir);
+        live[i].dir[0] = '\0';
+    }
+}
+
 const char *redis_server_path(void)
 {
     const char *p = getenv("REDIS_SERVER");
@@ -90,6 +150,7 @@ static int wait_ready(struct redis_server *rs)
         int st;
         if (waitpid(rs->pid, &st, WNOHANG) == rs->pid) {
             rs->pid = 0;
+            live_set(rs->dir, 0); /* reaped: never signal that pid again */
             return -1;
         }
         struct timeval tv = {0, 200000};
@@ -120,12 +181,18 @@ int redis_server_start(struct redis_server *rs)
     snprintf(rs->dir, sizeof rs->dir, "/tmp/smredis.XXXXXX");
     if (!mkdtemp(rs->dir)) return -1;
     snprintf(rs->sock, sizeof rs->sock, "%s/redis.sock", rs->dir);
+    if (!atexit_set) {
+        atexit(reap_all);
+        atexit_set = true;
+    }
+    live_set(rs->dir, 0);
     for (int attempt = 0; attempt < 5; attempt++) {
         rs->port = free_port();
         if (rs->port <= 0) continue;
         snprintf(rs->addr, sizeof rs->addr, "127.0.0.1:%d", rs->port);
         rs->pid = spawn(rs);
         if (rs->pid <= 0) continue;
+        live_set(rs->dir, rs->pid);
         if (wait_ready(rs) == 0) return 0;
         redis_server_signal(rs, SIGKILL);
     }
@@ -141,6 +208,7 @@ void redis_server_signal(struct redis_server *rs, int sig)
         while (waitpid(rs->pid, NULL, 0) < 0 && errno == EINTR) {
         }
         rs->pid = 0;
+        live_set(rs->dir, 0); /* reaped: never signal that pid again */
     }
 }
 
@@ -151,6 +219,7 @@ int redis_server_restart(struct redis_server *rs)
      * again at once (redis sets SO_REUSEADDR). Retry briefly regardless. */
     for (int i = 0; i < 50; i++) {
         rs->pid = spawn(rs);
+        live_set(rs->dir, rs->pid);
         if (rs->pid > 0 && wait_ready(rs) == 0) return 0;
         if (rs->pid > 0) redis_server_signal(rs, SIGKILL);
         sleep_ms(100);
@@ -165,18 +234,8 @@ void redis_server_stop(struct redis_server *rs)
         redis_server_signal(rs, SIGKILL);
     }
     if (!rs->dir[0]) return;
-    DIR *d = opendir(rs->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            char p[400];
-            snprintf(p, sizeof p, "%s/%s", rs->dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(rs->dir);
+    live_forget(rs->dir);
+    remove_dir(rs->dir);
     rs->dir[0] = '\0';
 }
 
