@@ -12,3 +12,13 @@ tests_unit_test_store_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
 tests_unit_test_store_LDFLAGS = $(AM_LDFLAGS) $(SM_HEAP_WRAP)
 tests_unit_test_replica_SOURCES = tests/unit/test_replica.c
 tests_unit_test_replica_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
+
+check_PROGRAMS += tests/unit/test_mesh
+TESTS += tests/unit/test_mesh
+tests_unit_test_mesh_SOURCES = tests/unit/test_mesh.c
+tests_unit_test_mesh_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
+
+# five real statemeshd processes over UDP (needs the daemon and CLI)
+TESTS += tests/integration/test_mesh_cluster.sh
+EXTRA_DIST += tests/integration/test_mesh_cluster.sh scripts/setup.sh scripts/test.sh scripts/demo_probe.py \
+	scripts/demo.sh .ci/run
