@@ -383,6 +383,7 @@ static ssize_t sse_read(void *arg, char *out, size_t max, int closing)
 {
     struct sse_client *c = arg;
     size_t n = 0;
+    sse_overflow_notice(c); /* the client is draining: tell it what it lost */
     while (c->qlen && n < max) {
         struct sse_item *it = &c->q[c->qhead];
         size_t k = it->len - c->off;

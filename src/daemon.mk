@@ -8,3 +8,10 @@ src_statemeshd_LDADD = $(SM_PROG_LIBS) $(MHD_LIBS) $(JANSSON_LIBS) $(YAML_LIBS)
 bin_PROGRAMS += src/statemesh
 src_statemesh_SOURCES = src/cli.c
 src_statemesh_LDADD = $(SM_PROG_LIBS) $(JANSSON_LIBS)
+
+# Integration tests: real statemeshd processes on free loopback ports (TAP shell scripts).
+TESTS += tests/integration/test_http.sh tests/integration/test_http_daemon.sh \
+	tests/integration/test_cli.sh
+dist_noinst_SCRIPTS += tests/integration/test_http.sh tests/integration/test_http_daemon.sh \
+	tests/integration/test_cli.sh
+EXTRA_DIST += tests/integration/http_lib.sh
