@@ -15,3 +15,8 @@ TESTS += tests/integration/test_http.sh tests/integration/test_http_daemon.sh \
 dist_noinst_SCRIPTS += tests/integration/test_http.sh tests/integration/test_http_daemon.sh \
 	tests/integration/test_cli.sh
 EXTRA_DIST += tests/integration/http_lib.sh
+
+check_PROGRAMS += tests/unit/test_config
+TESTS += tests/unit/test_config
+tests_unit_test_config_SOURCES = tests/unit/test_config.c src/daemon_config.c
+tests_unit_test_config_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(YAML_LIBS)
