@@ -455,6 +455,9 @@ const struct smr_result *smr_fsm_apply(struct smr_fsm *f, uint64_t index, const 
     case SMR_OP_PURGE:
         apply_purge(f, version);
         break;
+    case SMR_OP_NOOP:
+        r->version = version;
+        break;
     default:
         goto bad;
     }

@@ -20,6 +20,7 @@
  *     [SMR_OP_RENEW, name, token, ttl_ms]
  *     [SMR_OP_UNLOCK, name, token]
  *     [SMR_OP_PURGE]                                   drop expired keys (leader-proposed)
+ *     [SMR_OP_NOOP]                                    read barrier (changes nothing)
  *     [SMR_OP_GET, [key, ...]]                         read, never logged
  *     [SMR_OP_PING]                                    quorum check, never logged
  *     [SMR_OP_ADD|REMOVE|TRANSFER, id(, address)]      membership, never logged as commands
@@ -42,6 +43,7 @@ enum smr_op {
     SMR_OP_RENEW = 4,
     SMR_OP_UNLOCK = 5,
     SMR_OP_PURGE = 6,
+    SMR_OP_NOOP = 7, /* read barrier: changes nothing */
     SMR_OP_GET = 10,
     SMR_OP_PING = 11,
     SMR_OP_ADD = 20,

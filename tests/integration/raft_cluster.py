@@ -243,7 +243,7 @@ def test_basic(cl):
             if keys[:4] != ["app:a", "app:m1", "app:m2", "app:m3"]:
                 return False
         return True
-    tap(wait_until(got_events, 5), "watch events fire on every node as entries apply",
+    tap(wait_until(got_events, 10), "watch events fire on every node as entries apply",
         [n.conn.events for n in cl.live()])
     r = ld.cmd("set app:ttl v 400")
     time.sleep(1.0)
