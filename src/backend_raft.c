@@ -665,9 +665,9 @@ static void start_barrier(struct rb *rb)
     rb->lreqs = b;
     b->batch = rb->read_q;
     rb->read_q = NULL;
-    /* A no-op command rather than raft_barrier(): same guarantee (an entry of
-     * this leader's term, committed and applied), and libraft 0.15 commits
-     * commands several times faster than barrier entries. */
+    /* A no-op command entry: like raft_barrier() it proves this node led a
+     * quorum in its term once applied, and it goes through the same apply path
+     * (and leader-time stamping) as every write. */
     static const uint8_t noop[] = {0x91, SMR_OP_NOOP};
     void *entry;
     size_t elen;
