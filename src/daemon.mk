@@ -11,9 +11,9 @@ src_statemesh_LDADD = $(SM_PROG_LIBS) $(JANSSON_LIBS)
 
 # Integration tests: real statemeshd processes on free loopback ports (TAP shell scripts).
 TESTS += tests/integration/test_http.sh tests/integration/test_http_daemon.sh \
-	tests/integration/test_cli.sh
+	tests/integration/test_cli.sh tests/integration/test_http_locks.sh
 dist_noinst_SCRIPTS += tests/integration/test_http.sh tests/integration/test_http_daemon.sh \
-	tests/integration/test_cli.sh
+	tests/integration/test_cli.sh tests/integration/test_http_locks.sh
 EXTRA_DIST += tests/integration/http_lib.sh
 
 check_PROGRAMS += tests/unit/test_config
