@@ -801,10 +801,11 @@ static bool on_alive(struct sm_node *n, const char *id, size_t idl, uint64_t inc
         emit(n, SM_MEV_ALIVE, m);
     else if (moved)
         emit(n, SM_MEV_UPDATE, m);
-    if (old != SM_MEMBER_ALIVE) {
-        peers_fill(n);
-        rumor_tree(n, m, src);
-    }
+    if (old != SM_MEMBER_ALIVE) peers_fill(n);
+    /* a newer incarnation is a refutation: forward it even where the member
+     * was still alive, or nodes behind us that heard the suspicion by
+     * another path would never hear the refutation in time */
+    rumor_tree(n, m, src);
     return true;
 }
 
@@ -834,8 +835,13 @@ static void on_suspect(struct sm_node *n, const char *id, size_t idl, uint64_t i
         if (inc <= m->inc) return;
     }
     if (m->state == SM_MEMBER_SUSPECT && inc == m->inc) {
-        /* an independent confirmation shortens the timer (Lifeguard) */
-        if (add_accuser(m, from, fl)) susp_update_deadline(n, m);
+        /* an independent confirmation shortens the timer (Lifeguard); pass
+         * it on so every node's timer shrinks together */
+        if (add_accuser(m, from, fl)) {
+            susp_update_deadline(n, m);
+            rumor_queue(n, m, GOSSIP_SUSPECT, from, fl);
+            rumor_tree(n, m, src);
+        }
         return;
     }
     if (m->state == SM_MEMBER_ALIVE && inc < m->inc) return;
