@@ -1388,12 +1388,54 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     return 0;
 }
 
+struct diff_arg {
+    struct rb *rb;
+    const struct smr_fsm *other;
+    bool added; /* true: report keys new or changed in the snapshot; false: keys gone */
+};
+
+static int diff_fn(const struct smr_kv *kv, void *arg)
+{
+    struct diff_arg *d = arg;
+    const struct smr_kv *o = smr_fsm_get(d->other, kv->key, 0);
+    struct sm_event ev = {.key = kv->key, .version = kv->version, .origin = kv->origin};
+    if (d->added) {
+        if (o && o->version == kv->version) return 0;
+        ev.type = SM_EVENT_SET;
+        ev.value = kv->value;
+        ev.value_len = kv->value_len;
+        ev.time_ms = kv->time_ms;
+    } else {
+        if (o) return 0;
+        ev.type = SM_EVENT_DELETE;
+        ev.time_ms = d->other->now_ms;
+    }
+    sm_store_emit(d->rb->st, &ev);
+    return 0;
+}
+
 static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 {
     struct rb *rb = fsm->data;
-    int rc = smr_fsm_restore(&rb->fsm, buf->base, buf->len);
-    if (rc < 0) return rc == SM_ENOMEM ? RAFT_NOMEM : RAFT_MALFORMED;
+    struct smr_fsm nf;
+    if (smr_fsm_init(&nf) < 0) return RAFT_NOMEM;
+    int rc = smr_fsm_restore(&nf, buf->base, buf->len);
+    if (rc < 0) {
+        smr_fsm_close(&nf);
+        return rc == SM_ENOMEM ? RAFT_NOMEM : RAFT_MALFORMED;
+    }
     raft_free(buf->base);
+    /* A node that catches up by snapshot skips the entries the snapshot
+     * covers: tell the watchers what changed, so every node's watchers see
+     * every key's latest value. */
+    struct diff_arg d = {rb, &rb->fsm, true};
+    smr_fsm_list(&nf, "", 0, diff_fn, &d);
+    d = (struct diff_arg){rb, &nf, false};
+    smr_fsm_list(&rb->fsm, "", 0, diff_fn, &d);
+    nf.emit = rb->fsm.emit;
+    nf.emit_arg = rb->fsm.emit_arg;
+    smr_fsm_close(&rb->fsm);
+    rb->fsm = nf;
     return 0;
 }
 
