@@ -274,7 +274,10 @@ int gossip_enc_ids(struct gossip_enc *e, enum gossip_msg_type type, uint32_t ind
         fit = drop >= fit ? 0 : fit - drop;
     }
     if (fit == 0 && n > 0) return enc_end(e, mark, -1);
-    if (type == GOSSIP_DIGEST && fit != n) return enc_end(e, mark, -1);
+    /* a digest and a group of leaf digests are all-or-nothing: the decoder
+     * rejects partial ones */
+    if ((type == GOSSIP_DIGEST || type == GOSSIP_DIGEST_LEAVES) && fit != n)
+        return enc_end(e, mark, -1);
     if (msgpack_pack_bin(&pk, 8 * fit) != 0) return enc_end(e, mark, -1);
     uint8_t *p = e->buf + e->len;
     for (size_t i = 0; i < fit; i++, p += 8) {
