@@ -49,7 +49,10 @@ def base_dir():
 class Conn:
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.f = self.sock.makefile("rw")
+        # Separate reader and writer: a text "rw" file drops read-ahead lines
+        # (watch events) whenever it is written to.
+        self.rf = self.sock.makefile("r")
+        self.wf = self.sock.makefile("w")
         self.n = 0
         self.events = []
 
@@ -57,10 +60,10 @@ class Conn:
         self.n += 1
         tag = "r%d" % self.n
         self.sock.settimeout(timeout)
-        self.f.write("%s %s\n" % (tag, line))
-        self.f.flush()
+        self.wf.write("%s %s\n" % (tag, line))
+        self.wf.flush()
         while True:
-            resp = self.f.readline()
+            resp = self.rf.readline()
             if not resp:
                 raise IOError("connection closed")
             resp = resp.strip()

@@ -9,7 +9,8 @@
  *   set K V [TTLMS] | mset K V K V ... | get K | del K | ping
  *   lock NAME TTLMS -> ok TOKEN FENCE EXPIRES | renew NAME TOKEN TTLMS | unlock NAME TOKEN
  *   status -> ok ID STATE LEADER TERM APPLIED NSERVERS | add ID ADDR | remove ID | transfer ID
- *   backup PATH | stale K (sm_get_now) | watch PREFIX (events: "* event TYPE KEY VALUE VERSION")
+ *   backup PATH | stale K (sm_get_now) | evcount | watch PREFIX (events: "* event TYPE KEY VALUE
+ * VERSION")
  */
 #include "config.h"
 
@@ -45,6 +46,7 @@ struct req {
 };
 
 static struct sm_store *store;
+static unsigned long events_delivered, events_written;
 static struct ev_loop *loop;
 static struct client *clients;
 
@@ -108,6 +110,8 @@ static void on_event(struct sm_watch *w, const struct sm_event *ev, void *arg)
     (void)w;
     struct client *c = arg;
     static const char *const names[] = {"", "set", "delete", "expire", "overflow"};
+    events_delivered++;
+    if (client_alive(c)) events_written++;
     out(c, "* event %s %s %.*s %llu", names[ev->type], ev->key, (int)ev->value_len,
         ev->value ? (const char *)ev->value : "", (unsigned long long)ev->version);
 }
@@ -192,6 +196,8 @@ static void command(struct client *c, char *line)
                 err_out(c, tag, g, NULL);
             else
                 out(c, "%s ok", tag);
+        } else if (!strcmp(cmd, "evcount")) {
+            out(c, "%s ok %lu %lu", tag, events_delivered, events_written);
         } else if (!strcmp(cmd, "quit")) {
             out(c, "%s ok", tag);
             ev_break(loop, EVBREAK_ALL);
