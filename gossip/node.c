@@ -1354,7 +1354,6 @@ static void on_digest(struct sm_node *n, const struct gossip_msg *msg, struct re
         size_t w;
         if (gossip_enc_ids(&rp->e, GOSSIP_DIGEST_LEAVES, i, 0, leaves, GOSSIP_GROUP_LEAVES, &w) ||
             w != GOSSIP_GROUP_LEAVES) {
-            rp->e.len -= 0;
             reply_flush(rp);
             if (!reply_open(rp)) return;
             if (gossip_enc_ids(&rp->e, GOSSIP_DIGEST_LEAVES, i, 0, leaves, GOSSIP_GROUP_LEAVES, &w))
@@ -2176,7 +2175,7 @@ struct sm_node *sm_node_new(const struct sm_node_config *cfg, struct crdt_replic
     DEF(probe_timeout_ms, 200);
     DEF(indirect_k, 3);
     DEF(suspicion_mult, 1);
-    DEF(suspicion_max_mult, 3);
+    DEF(suspicion_max_mult, 2);
     DEF(max_local_health, 8);
     DEF(ae_interval_ms, 1000);
     DEF(reap_timeout_ms, 180000);

@@ -189,8 +189,8 @@ struct sm_node_config {
     uint32_t probe_timeout_ms;   /**< direct ack timeout (scaled by local health); 200 */
     uint32_t indirect_k;         /**< peers asked for an indirect probe; 3 */
     uint32_t suspicion_mult;     /**< suspicion timeout = mult * log10(N) * probe interval
-                                      (Lifeguard minimum); 4 */
-    uint32_t suspicion_max_mult; /**< Lifeguard: initial suspicion timeout = this * minimum; 3 */
+                                      (Lifeguard minimum); 1 */
+    uint32_t suspicion_max_mult; /**< Lifeguard: initial suspicion timeout = this * minimum; 2 */
     uint32_t max_local_health;   /**< Lifeguard local health multiplier cap; 8 */
     uint32_t ae_interval_ms;     /**< anti-entropy push-pull period; 1000 */
     uint32_t reap_timeout_ms;    /**< dead/left members forgotten after this; 180000 */
