@@ -17,7 +17,7 @@
 #include "statemesh.h"
 
 #define N            50
-#define UPDATES      200
+#define UPDATES      120
 #define IDLE_KEYS    100
 #define IDLE_SECONDS 10.0
 #ifndef SETTLE_S
