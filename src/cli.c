@@ -863,13 +863,17 @@ static char *read_token_file(const char *path)
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.addr = getenv("STATEMESH_ADDR"), .timeout_ms = 10000};
+    /* static: die() exits from deep inside commands; these stay reachable */
+    static struct opts o;
+    static char **args;
+    o.addr = getenv("STATEMESH_ADDR");
+    o.timeout_ms = 10000;
     if (!o.addr || !*o.addr) o.addr = DEFAULT_ADDR;
     const char *env_token = getenv("STATEMESH_TOKEN");
     if (env_token && *env_token) o.token = strdup(env_token);
     const char *ttl = NULL;
     /* global options and --ttl may appear anywhere; "--" ends options */
-    char **args = calloc((size_t)argc + 1, sizeof *args);
+    args = calloc((size_t)argc + 1, sizeof *args);
     if (!args) die(EXIT_ERR, "out of memory");
     int nargs = 0, opts_done = 0, is_cert = argc > 1 && strcmp(argv[1], "cert") == 0;
     for (int i = 1; i < argc; i++) {
