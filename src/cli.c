@@ -42,6 +42,8 @@ static const char usage_text[] =
     "  cert issue --ca DIR --node-id ID --out DIR [--days N]\n"
     "                                       issue a node key and certificate signed by\n"
     "                                       the CA: OUT/ID.key (0600) and OUT/ID.cert\n"
+    "  keyring new FILE                     create a cluster encryption key (0600) for\n"
+    "                                       mesh.keyring (a list: primary key first)\n"
     "\n"
     "Keys and values:\n"
     "  get KEY                              print the value (raw bytes)\n"
@@ -811,6 +813,20 @@ static int cmd_ca(int argc, char **argv)
     return EXIT_OK;
 }
 
+static int cmd_keyring(int argc, char **argv)
+{
+    if (argc != 2 || strcmp(argv[0], "new") != 0)
+        die(EXIT_USAGE, "usage: statemesh keyring new FILE");
+    uint8_t key[SMC_CLUSTER_KEY_LEN];
+    char err[512] = "";
+    smc_cluster_key_generate(key);
+    int rc = smc_cluster_key_save(argv[1], key, err, sizeof err);
+    sodium_memzero(key, sizeof key);
+    if (rc < 0) die(EXIT_ERR, "keyring new %s: %s", argv[1], *err ? err : sm_strerror(rc));
+    printf("cluster key created: %s (secret)\n", argv[1]);
+    return EXIT_OK;
+}
+
 static int cmd_cert(int argc, char **argv)
 {
     if (argc < 1 || strcmp(argv[0], "issue") != 0)
@@ -961,6 +977,8 @@ int main(int argc, char **argv)
         rc = cmd_ca(n, av);
     else if (strcmp(cmd, "cert") == 0)
         rc = cmd_cert(n, av);
+    else if (strcmp(cmd, "keyring") == 0)
+        rc = cmd_keyring(n, av);
     else if (strcmp(cmd, "get") == 0 && n == 1)
         rc = cmd_get(&o, av[0]);
     else if (strcmp(cmd, "set") == 0 && n == 2)
@@ -986,9 +1004,9 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "backup") == 0 && n == 1)
         rc = cmd_backup(&o, av[0]);
     else {
-        static const char *const known[] = {"ca",   "cert",   "get",     "set",    "del",
-                                            "ls",   "watch",  "members", "status", "lock",
-                                            "raft", "backup", NULL};
+        static const char *const known[] = {"ca",   "cert", "keyring", "get",     "set",
+                                            "del",  "ls",   "watch",   "members", "status",
+                                            "lock", "raft", "backup",  NULL};
         int k = 0;
         for (int i = 0; known[i]; i++) k |= strcmp(cmd, known[i]) == 0;
         if (k) die(EXIT_USAGE, "wrong arguments for '%s' (see statemesh --help)", cmd);

@@ -350,18 +350,20 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents)
         sodium_memzero(token, strlen(token));
         free(token);
     }
+    /* the keyring is re-read on every reload: rotate by editing the files or
+     * the list (new primary first, old key still accepted), then SIGHUP */
     const char *kr = smd_config_get(nc, "mesh.keyring");
     const char *okr = smd_config_get(d->cfg, "mesh.keyring");
-    if ((kr || okr) && (!kr || !okr || strcmp(kr, okr) != 0))
-        smd_log(SMD_LOG_WARN,
-                "keyring path changed; the running backend cannot switch keyrings, restart to "
-                "apply",
-                "keyring", kr ? kr : "", NULL);
-    else if (kr)
-        smd_log(SMD_LOG_WARN,
-                "keyring reload needs support from the mesh backend; restart to apply a "
-                "rotated keyring",
-                "keyring", kr, NULL);
+    if (kr || okr) {
+        char kerr[512];
+        int krc = d->store ? sm_store_reload_keyring(d->store, kr ? kr : "", kerr, sizeof kerr)
+                           : SM_ECLOSED;
+        if (krc == 0)
+            smd_log(SMD_LOG_INFO, "keyring reloaded", "keyring", kr ? kr : "(none)", NULL);
+        else
+            smd_log(SMD_LOG_ERROR, "keyring reload failed; keeping the running keyring", "error",
+                    krc == SM_ECLOSED ? "store closed" : kerr, NULL);
+    }
     smd_config_delete(d->cfg);
     d->cfg = nc;
     smd_log(SMD_LOG_INFO, "reloaded", "log_level", smd_log_level_name(smd_log_level()), NULL);
