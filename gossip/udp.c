@@ -203,9 +203,14 @@ int gossip_udp_new(struct ev_loop *loop, const char *bind_addr, struct gossip_ud
         free(u);
         return SM_EIO;
     }
+    /* Bursts (a multi-key write fans out at once) must not overflow the
+     * receive queue: ask for 4 MiB, beyond net.core.rmem_max when allowed
+     * (CAP_NET_ADMIN), else whatever the kernel grants. */
     int sz = 4 << 20;
-    setsockopt(u->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-    setsockopt(u->fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    if (setsockopt(u->fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz) != 0)
+        setsockopt(u->fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    if (setsockopt(u->fd, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof sz) != 0)
+        setsockopt(u->fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
     u->loop = loop;
     ev_io_init(&u->io, on_readable, u->fd, EV_READ);
     u->io.data = u;
