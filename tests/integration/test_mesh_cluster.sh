@@ -33,7 +33,7 @@ trap cleanup EXIT
 
 n=0
 failed=0
-echo "1..9"
+echo "1..11"
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; for i in 0 1 2 3 4; do [ -f "$T/n$i.log" ] && tail -5 "$T/n$i.log" | sed "s/^/# n$i: /"; done; }
 skip() { n=$((n + 1)); echo "ok $n - $* # SKIP ${SKIP_WHY}"; }
@@ -101,6 +101,26 @@ has_more() { has_all "$1" && value_is "$1" rec:4 v4; }
 check "n4 restarted empty recovers every record" wait_for 20 has_more 4
 n4alive() { state_is "$1" n4 alive; }
 check "the others see n4 alive again" wait_for 20 all_on "0 1 2 3" n4alive
+
+# garbage and oversized datagrams at n0: dropped, counted, n0 keeps serving
+python3 - "${UDP[0]}" <<'PY'
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(200):
+    s.sendto(os.urandom(1 + i * 7 % 1300), ("127.0.0.1", int(sys.argv[1])))
+for i in range(200):
+    s.sendto(b"x" * 60000, ("127.0.0.1", int(sys.argv[1])))
+PY
+rejected() { curl -sf "$(url 0 /metrics)" | python3 -c "
+import sys
+env=over=0
+for l in sys.stdin:
+    if l.startswith('statemesh_gossip_rejected_total{reason=\"envelope\"}'): env=float(l.split()[-1])
+    if l.startswith('statemesh_gossip_rejected_total{reason=\"oversize_datagram\"}'): over=float(l.split()[-1])
+sys.exit(0 if env >= 200 and over >= 200 else 1)"; }
+check "garbage and oversized datagrams are rejected and counted in /metrics" wait_for 5 rejected
+still() { up 0 >/dev/null && value_is 0 rec:1 v1; }
+check "n0 keeps serving after the flood" still
 
 if [ -z "${SM_IN_NETNS:-}" ]; then
     SKIP_WHY="needs root, iproute2 and nftables for a private network namespace"
