@@ -1,6 +1,6 @@
 # bench/: benchmark programs owned by the lead (others declare theirs in their own fragments)
 BENCHES += bench/store
-bench_store_SOURCES = bench/store.c
+bench_store_SOURCES = bench/store.c tests/lib/redis_server.c
 bench_store_LDADD = $(SM_PROG_LIBS) $(HIREDIS_LIBS)
 
 BENCHES += bench/mesh

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "statemesh.h"
+#include "tests/lib/redis_server.h"
 
 #define NKEYS  1000000
 #define KEYLEN 32
@@ -60,37 +61,6 @@ static void on_set(struct sm_store *s, int status, const struct sm_result *r, vo
         exit(1);
     }
     pending--;
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
-        perror("bench/store: free port");
-        exit(1);
-    }
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-static pid_t start_redis(int port, char *dir)
-{
-    const char *bin = getenv("REDIS_SERVER");
-    if (!bin || !*bin) bin = "redis-server";
-    pid_t pid = fork();
-    if (pid == 0) {
-        char p[16];
-        snprintf(p, sizeof p, "%d", port);
-        if (!freopen("/dev/null", "w", stdout) || !freopen("/dev/null", "w", stderr)) _exit(127);
-        execlp(bin, bin, "--port", p, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", dir, "--daemonize", "no", "--loglevel", "warning", (char *)NULL);
-        perror("bench/store: exec redis-server");
-        _exit(127);
-    }
-    return pid;
 }
 
 int main(void)
@@ -159,22 +129,15 @@ int main(void)
     emit("local_get_uniform_1m_ops_per_s", best[2], "ops/s");
 
     /* redis-server on a free loopback port, synchronous hiredis from one client */
-    char dir[] = "/tmp/sm-bench-store-XXXXXX";
-    if (!mkdtemp(dir)) return 1;
-    int port = free_port();
-    pid_t rp = start_redis(port, dir);
-    redisContext *c = NULL;
-    for (int i = 0; i < 100; i++) {
-        struct timeval tv = {1, 0};
-        c = redisConnectWithTimeout("127.0.0.1", port, tv);
-        if (c && !c->err) break;
-        if (c) redisFree(c);
-        c = NULL;
-        usleep(50000);
+    struct redis_server srv = {0};
+    if (redis_server_start(&srv) != 0) {
+        fprintf(stderr, "bench/store: cannot start redis-server\n");
+        return 1;
     }
+    redisContext *c = redis_server_connect(&srv);
     if (!c) {
-        fprintf(stderr, "bench/store: could not reach redis-server on port %d\n", port);
-        kill(rp, SIGKILL);
+        fprintf(stderr, "bench/store: could not reach redis-server on port %d\n", srv.port);
+        redis_server_stop(&srv);
         return 1;
     }
     size_t nr = 20000;
@@ -202,11 +165,7 @@ int main(void)
         if (r > best_rget) best_rget = r;
     }
     redisFree(c);
-    kill(rp, SIGTERM);
-    waitpid(rp, NULL, 0);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) fprintf(stderr, "bench/store: could not remove %s\n", dir);
+    redis_server_stop(&srv);
 
     emit("redis_set_ops_per_s", rset, "ops/s");
     emit("redis_get_ops_per_s", best_rget, "ops/s");
