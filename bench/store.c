@@ -2,16 +2,11 @@
  * against synchronous hiredis GET/SET on a redis-server started here. */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <ev.h>
 #include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
