@@ -4,5 +4,5 @@ bench_store_SOURCES = bench/store.c tests/lib/redis_server.c
 bench_store_LDADD = $(SM_PROG_LIBS) $(HIREDIS_LIBS)
 
 BENCHES += bench/mesh
-bench_mesh_SOURCES = bench/mesh.c
+bench_mesh_SOURCES = bench/mesh.c tests/lib/udp_port.c
 bench_mesh_LDADD = $(SM_PROG_LIBS)

@@ -3,18 +3,16 @@
  * traffic of a converged mesh holding 50 x 100 keys. */
 #include "config.h"
 
-#include <arpa/inet.h>
 #include <ev.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "crypto/cert.h"
 #include "statemesh.h"
+#include "tests/lib/udp_port.h"
 
 #define N            50
 #define UPDATES      120
@@ -48,19 +46,6 @@ static void emit(const char *metric, double v, const char *unit)
     printf("{\"bench\":\"mesh\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\"}\n", metric, v,
            unit);
     fflush(stdout);
-}
-
-static int free_udp_port(void)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) || getsockname(fd, (void *)&a, &l)) {
-        perror("bench/mesh: port");
-        exit(1);
-    }
-    close(fd);
-    return ntohs(a.sin_port);
 }
 
 static void on_event(struct sm_watch *w, const struct sm_event *ev, void *arg)
@@ -167,6 +152,10 @@ int main(void)
         n->idx = i;
         n->cfg = sm_config_new();
         int port = free_udp_port();
+        if (port < 0) {
+            perror("bench/mesh: port");
+            return 1;
+        }
         if (i == 0) seed_port = port;
         sm_config_set(n->cfg, "node_id", id);
         sm_config_set(n->cfg, "storage", "mesh");

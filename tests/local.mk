@@ -1,5 +1,5 @@
 # tests/: shared test helpers and the store/replica unit tests (lead)
-noinst_HEADERS += tests/lib/heap.h
+noinst_HEADERS += tests/lib/heap.h tests/lib/udp_port.h
 EXTRA_DIST += tests/lib/valgrind.supp
 
 # Allocation-failure injection: malloc/calloc/realloc wrapped at link time.
@@ -15,7 +15,7 @@ tests_unit_test_replica_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
 
 check_PROGRAMS += tests/unit/test_mesh
 TESTS += tests/unit/test_mesh
-tests_unit_test_mesh_SOURCES = tests/unit/test_mesh.c
+tests_unit_test_mesh_SOURCES = tests/unit/test_mesh.c tests/lib/udp_port.c
 tests_unit_test_mesh_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
 
 # five real statemeshd processes over UDP (needs the daemon and CLI)

@@ -3,8 +3,6 @@
  * origins, members, counters, certificates (trusted and foreign), options. */
 #include "config.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -13,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -21,6 +18,7 @@
 
 #include "crypto/cert.h"
 #include "statemesh.h"
+#include "tests/lib/udp_port.h"
 
 #define MAXN 4
 
@@ -38,17 +36,6 @@ struct mesh_fx {
     char dir[64];
 };
 
-static int free_udp_port(void)
-{
-    int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &l), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static void opt(struct sm_config *c, const char *k, const char *v)
 {
     assert_int_equal(sm_config_set(c, k, v), 0);
@@ -64,6 +51,7 @@ static void node_config(struct mesh_fx *f, int i, const char *ca_name)
     opt(n->cfg, "node_id", n->id);
     opt(n->cfg, "storage", "mesh");
     n->port = free_udp_port();
+    assert_true(n->port > 0);
     snprintf(buf, sizeof buf, "127.0.0.1:%d", n->port);
     opt(n->cfg, "mesh.bind", buf);
     if (i > 0) {
