@@ -22,3 +22,11 @@ tests_unit_test_mesh_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
 TESTS += tests/integration/test_mesh_cluster.sh
 EXTRA_DIST += tests/integration/test_mesh_cluster.sh scripts/setup.sh scripts/test.sh scripts/demo_probe.py \
 	scripts/demo.sh .ci/run
+
+# attacks on running statemeshd daemons: foreign-CA/uncertified senders, replays,
+# relay-re-signed records (sm_inject crafts the packets)
+check_PROGRAMS += tests/integration/sm_inject
+tests_integration_sm_inject_SOURCES = tests/integration/sm_inject.c tests/lib/udp_port.c
+tests_integration_sm_inject_LDADD = $(SM_PROG_LIBS)
+TESTS += tests/integration/test_mesh_attacks.sh
+EXTRA_DIST += tests/integration/test_mesh_attacks.sh
