@@ -107,6 +107,21 @@ static double tx_bytes(double by_class[4])
     return total;
 }
 
+/* Sum over every node of the metric samples whose line starts with @p prefix. */
+static double metric_sum(const char *prefix)
+{
+    double total = 0;
+    for (int i = 0; i < N; i++) {
+        char *m = sm_metrics_render(nodes[i].st);
+        for (char *p = m; (p = strstr(p, prefix)); p++) {
+            char *sp = strchr(p, '}');
+            if (sp) total += strtod(sp + 1, NULL);
+        }
+        free(m);
+    }
+    return total;
+}
+
 static int count_entry(const struct sm_entry *e, void *arg)
 {
     (void)e;
@@ -259,10 +274,17 @@ int main(void)
     emit("idle_keys_missing", missing, "count");
     spin(SETTLE_S); /* then let anti-entropy see agreeing replicas */
     double c0[4], c1[4];
+    static const char *const pk = "statemesh_gossip_packets_total{direction=\"out\"";
+    static const char *const su = "statemesh_gossip_events_total{event=\"suspicion\"";
+    static const char *const re = "statemesh_gossip_events_total{event=\"refutation\"";
+    double p0 = metric_sum(pk), su0 = metric_sum(su), re0 = metric_sum(re);
     double b0 = tx_bytes(c0), s0 = mono();
     spin(IDLE_SECONDS);
     double b1 = tx_bytes(c1), s1 = mono();
     emit("idle_bytes_per_node_per_s", (b1 - b0) / N / (s1 - s0), "B/s");
+    emit("idle_packets_per_node_per_s", (metric_sum(pk) - p0) / N / (s1 - s0), "pkt/s");
+    emit("idle_suspicions", metric_sum(su) - su0, "count");
+    emit("idle_refutations", metric_sum(re) - re0, "count");
     for (int c = 0; c < 4; c++) {
         char name[64];
         snprintf(name, sizeof name, "idle_%s_bytes_per_node_per_s", classes[c]);

@@ -58,21 +58,23 @@ _Static_assert(GOSSIP_LEAVES == CRDT_DIGEST_LEAVES, "digest leaves mismatch");
 #define LAZY_CAP      256 /* ids waiting to be announced */
 #define FRESH_MAX     64  /* records to forward, per call */
 #define MAX_ACCUSERS  4
-#define MAINT_MS      250
+#define MAINT_MS      500
 #define RUMOR_CAP     128 /* membership changes queued for piggybacking */
 #define RUMOR_PER_PKT 16  /* piggybacked per packet at most */
 #define PKT_MAX       65536
+#define SYNC_WALK_MS  8000 /* membership pulls this soon after a join walk whole lists */
 
 struct member {
-    char id[CRDT_MAX_ORIGIN];
+    /* what a lookup touches comes first, in one cache line */
+    uint64_t hash;
     uint8_t id_len;
     uint8_t state;
     bool self;
     uint8_t n_acc;
+    char id[CRDT_MAX_ORIGIN];
     struct sm_addr addr;
     uint64_t inc;
     uint64_t since;
-    uint64_t hash;
     uint32_t idx;  /* position in node->members */
     int32_t rumor; /* index in node->rumors, -1 */
     int32_t peer;  /* Plumtree slot, -1 */
@@ -82,12 +84,18 @@ struct member {
     uint32_t acc[MAX_ACCUSERS]; /* hashes of independent accusers */
     uint64_t last_notice;       /* last "you are dead/suspect" notice sent to it */
     uint8_t cert_left;          /* packets to it that still carry our certificate */
+    uint64_t unlinked;          /* when we last dropped our link to it (0: never) */
 };
 
 /* A new (or restarted) peer may not know our certificate yet, so the first
  * packets to it carry it in the envelope; without it the peer could not
  * verify them (it learns certificates from join and alive messages only). */
 #define CERT_SENDS 3
+
+struct slot {
+    uint64_t hash;
+    struct member *m; /* NULL: empty */
+};
 
 struct rumor {
     struct member *m;
@@ -146,13 +154,16 @@ struct sm_node {
     uint64_t rng;
     uint64_t env_seq;
     bool left;
-    int busy; /* re-entrancy depth (callbacks) */
+    bool hold;            /* sm_node_hold(): published records wait for sm_node_flush() */
+    int busy;             /* re-entrancy depth (callbacks) */
+    uint64_t last_change; /* mono ms of the last local or remote replica change */
+    uint64_t t_ae_ack;    /* no digest rides on an ack before this */
 
     struct member *self;
     struct member **members;
     size_t n_members, cap_members;
-    struct member **tab; /* open addressing by id hash */
-    size_t tab_cap;      /* power of two */
+    struct slot *tab; /* open addressing by id hash */
+    size_t tab_cap;   /* power of two */
     size_t n_alive_other;
 
     struct member **probe_list;
@@ -201,6 +212,7 @@ struct sm_node {
     uint64_t t_probe, t_gossip, t_ae, t_maint, t_dead_probe, t_rejoin, t_shuffle, t_sweep;
     uint64_t t_sync;     /* next membership push-pull */
     uint32_t sync_every; /* its period: doubles from 1 s to 60 s after a join */
+    bool sync_walk;      /* follow page cursors to the end of the peer's list */
     uint64_t next;
     struct sm_time now;
 };
@@ -289,24 +301,28 @@ static struct member *mfind(const struct sm_node *n, const char *id, size_t len)
 {
     if (!len || len > CRDT_MAX_ORIGIN) return NULL;
     uint64_t h = id_hash(id, len);
+    /* the hash sits in the slot, so a probe past other members costs no
+     * trip to their (cold) structs: at 10,000 simulated nodes every member
+     * struct is a cache miss */
     for (size_t i = h & (n->tab_cap - 1);; i = (i + 1) & (n->tab_cap - 1)) {
-        struct member *m = n->tab[i];
-        if (!m) return NULL;
-        if (m->hash == h && m->id_len == len && memcmp(m->id, id, len) == 0) return m;
+        const struct slot *sl = &n->tab[i];
+        if (!sl->m) return NULL;
+        if (sl->hash == h && sl->m->id_len == len && memcmp(sl->m->id, id, len) == 0) return sl->m;
     }
 }
 
-static void tab_put(struct member **tab, size_t cap, struct member *m)
+static void tab_put(struct slot *tab, size_t cap, struct member *m)
 {
     size_t i = m->hash & (cap - 1);
-    while (tab[i]) i = (i + 1) & (cap - 1);
-    tab[i] = m;
+    while (tab[i].m) i = (i + 1) & (cap - 1);
+    tab[i].hash = m->hash;
+    tab[i].m = m;
 }
 
 static int tab_grow(struct sm_node *n)
 {
     size_t cap = n->tab_cap * 2;
-    struct member **t = calloc(cap, sizeof(*t));
+    struct slot *t = calloc(cap, sizeof(*t));
     if (!t) return SM_ENOMEM;
     for (size_t i = 0; i < n->n_members; i++) tab_put(t, cap, n->members[i]);
     free(n->tab);
@@ -318,19 +334,20 @@ static int tab_grow(struct sm_node *n)
 static void tab_del(struct sm_node *n, struct member *m)
 {
     size_t mask = n->tab_cap - 1, i = m->hash & mask;
-    while (n->tab[i] != m) i = (i + 1) & mask;
+    while (n->tab[i].m != m) i = (i + 1) & mask;
     /* backward-shift deletion keeps probe chains intact without tombstones */
     size_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        if (!n->tab[j]) break;
-        size_t k = n->tab[j]->hash & mask;
+        if (!n->tab[j].m) break;
+        size_t k = n->tab[j].hash & mask;
         if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
             n->tab[i] = n->tab[j];
             i = j;
         }
     }
-    n->tab[i] = NULL;
+    n->tab[i].m = NULL;
+    n->tab[i].hash = 0;
 }
 
 static int vec_push(struct member ***v, size_t *len, size_t *cap, struct member *m)
@@ -639,7 +656,9 @@ static void peer_remove(struct sm_node *n, struct member *m)
     int32_t i = m->peer;
     if (i < 0) return;
     m->peer = -1;
+    m->unlinked = n->now.mono_ms ? n->now.mono_ms : 1;
     n->n_peers--;
+    n->st.peers = n->n_peers;
     if ((size_t)i != n->n_peers) {
         n->peers[i] = n->peers[n->n_peers];
         n->peers[i].m->peer = i;
@@ -657,6 +676,7 @@ static struct peer *peer_add(struct sm_node *n, struct member *m, bool eager, bo
     p->eager = eager;
     p->chosen = chosen;
     m->peer = (int32_t)n->n_peers++;
+    n->st.peers = n->n_peers;
     return p;
 }
 
@@ -912,14 +932,15 @@ static void missing_drop(struct sm_node *n, uint64_t id)
         }
 }
 
+static void fresh_flush(struct sm_node *n);
+
 static void fresh_add(struct sm_node *n, const struct crdt_rec_view *v, uint8_t round,
                       struct member *src)
 {
     size_t need = gossip_rec_size(v) + 16;
-    if (n->n_fresh >= FRESH_MAX) {
-        n->st.encode_overflow++;
-        return;
-    }
+    /* a burst (a batch of local writes, a repair) goes out in full packets
+     * as it comes, rather than being dropped or buffered without bound */
+    if (n->n_fresh >= FRESH_MAX) fresh_flush(n);
     if (n->fresh_cap - n->fresh_len < need) {
         size_t nc = n->fresh_cap ? n->fresh_cap * 2 : 4096;
         while (nc - n->fresh_len < need) nc *= 2;
@@ -947,7 +968,13 @@ static void fresh_add(struct sm_node *n, const struct crdt_rec_view *v, uint8_t 
 
 static void lazy_add(struct sm_node *n, uint64_t id, uint8_t round)
 {
-    if (n->n_lazy >= LAZY_CAP) return;
+    /* announcements go to lazy links only: none, nothing to remember (with
+     * flooding every link is eager) */
+    bool lazy_link = false;
+    for (size_t i = 0; i < n->n_peers && !lazy_link; i++) lazy_link = !n->peers[i].eager;
+    if (!lazy_link || n->n_lazy >= LAZY_CAP) return;
+    if (!n->n_lazy && n->t_gossip < n->now.mono_ms)
+        n->t_gossip = n->now.mono_ms + n->cfg.gossip_interval_ms;
     n->lazy[n->n_lazy].id = id;
     n->lazy[n->n_lazy].round = round;
     n->n_lazy++;
@@ -1051,6 +1078,7 @@ static int merge_in(struct sm_node *n, const struct crdt_rec_view *v, uint8_t ki
         return 0;
     }
     n->st.records_merged++;
+    n->last_change = n->now.mono_ms;
     unsigned leaf = (unsigned)(crdt_key_hash(v->key, v->key_len) & (CRDT_DIGEST_LEAVES - 1));
     struct recent *r = recent_add(n, id, leaf, round);
     if (src && src->peer >= 0) {
@@ -1362,6 +1390,30 @@ static void on_digest(struct sm_node *n, const struct gossip_msg *msg, struct re
     }
 }
 
+/* A ping carried the prober's root digest. Idle replicas are compared this
+ * way for free; when they differ and we have been quiet for a while (so the
+ * difference is not just records in flight), our digest rides on the ack and
+ * the prober starts the repair. The periodic round (ae_start) only runs while
+ * the replica is changing. */
+static void on_root(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+{
+    uint64_t now = n->now.mono_ms;
+    if (msg->u.ids.root == crdt_replica_root(n->rep)) {
+        n->st.ae_in_sync++;
+        return;
+    }
+    if (now < n->t_ae_ack || now - n->last_change < n->cfg.ae_interval_ms) return;
+    if (!rp->open || rp->cls != SM_PKT_PROBE) return; /* only on our ack */
+    uint64_t g[GOSSIP_GROUPS];
+    group_digests(n, g);
+    size_t w;
+    /* no room (an unauthenticated ping's budget): the message rolls back */
+    if (gossip_enc_ids(&rp->e, GOSSIP_DIGEST, 0, crdt_replica_root(n->rep), g, GOSSIP_GROUPS, &w))
+        return;
+    n->t_ae_ack = now + n->cfg.ae_interval_ms;
+    n->st.ae_rounds++;
+}
+
 struct ids_coll {
     uint64_t *ids;
     size_t n, cap;
@@ -1511,6 +1563,9 @@ static void send_ping(struct sm_node *n, struct member *t, uint32_t seq, bool no
     struct gossip_enc e;
     pkt_begin(n, &e, SIZE_MAX);
     if (gossip_enc_probe(&e, GOSSIP_PING, seq, t->id, t->id_len, NULL)) return;
+    /* our replica's root digest (11 bytes): a quiet peer that differs
+     * answers with its full digest on the ack (see on_root) */
+    (void)gossip_enc_in_sync(&e, crdt_replica_root(n->rep));
     if (notice_dead)
         (void)gossip_enc_member(&e, t->state == SM_MEMBER_LEFT ? GOSSIP_LEAVE : GOSSIP_DEAD, t->id,
                                 t->id_len, t->inc, n->id, n->cfg.id_len);
@@ -1695,6 +1750,7 @@ static void send_page(struct sm_node *n, struct reply *rp, uint32_t cursor, stru
     /* what we hold about the asker first, so it can refute at once */
     if (asker && !live_state(asker->state)) (void)enc_member_state(n, e, asker);
     if (cursor == 0) (void)enc_member_state(n, e, n->self);
+    if (cursor >= n->n_members) cursor = n->n_members ? cursor % (uint32_t)n->n_members : 0;
     uint32_t i = cursor;
     for (; i < n->n_members; i++) {
         struct member *m = n->members[i];
@@ -1852,7 +1908,7 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             send_page(n, &rp, m->u.join.cursor, src);
             break;
         case GOSSIP_SYNC_PAGE:
-            if (m->u.join.cursor) {
+            if (m->u.join.cursor && n->sync_walk) {
                 struct gossip_enc e;
                 pkt_begin(n, &e, SIZE_MAX);
                 size_t cap = e.cap;
@@ -1865,7 +1921,12 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             }
             break;
         case GOSSIP_REC:
-            if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer < 0)
+            /* a push from a non-peer re-creates the link (its graft was
+             * lost), unless we just dropped it ourselves and the push
+             * crossed our prune: re-adding then would leave a link only
+             * we know about, and such one-sided links pile up */
+            if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer < 0 &&
+                (!src->unlinked || n->now.mono_ms - src->unlinked > 2000))
                 peer_inbound(n, src, true);
             on_record(n, m, src);
             break;
@@ -1895,6 +1956,7 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             on_want(n, m, &rp);
             break;
         case GOSSIP_IN_SYNC:
+            on_root(n, m, &rp);
             break;
         }
     }
@@ -2074,7 +2136,8 @@ static void recompute_next(struct sm_node *n)
         n->next = UINT64_MAX;
         return;
     }
-    uint64_t t = min64(n->t_probe, min64(n->t_gossip, min64(n->t_ae, n->t_maint)));
+    uint64_t t = min64(n->t_probe, min64(n->t_ae, n->t_maint));
+    if (n->n_lazy) t = min64(t, n->t_gossip); /* the gossip tick only announces */
     if (n->pr.active && !n->pr.acked && !n->pr.indirect) t = min64(t, n->pr.direct_deadline);
     for (size_t i = 0; i < n->n_susp; i++)
         if (n->susp[i]->state == SM_MEMBER_SUSPECT) t = min64(t, n->susp[i]->susp_deadline);
@@ -2104,7 +2167,8 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
         n->t_gossip = t + n->cfg.gossip_interval_ms;
     }
     if (t >= n->t_ae) {
-        ae_start(n);
+        /* quiet replicas compare roots on every ping instead (on_root) */
+        if (n->last_change && t - n->last_change < 3 * (uint64_t)n->cfg.ae_interval_ms) ae_start(n);
         n->t_ae = t + n->cfg.ae_interval_ms;
     }
     if (t >= n->t_maint) {
@@ -2116,6 +2180,7 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
         }
         if (n->n_alive_other == 0 && n->n_seeds && t >= n->t_rejoin) {
             for (size_t i = 0; i < n->n_seeds; i++) send_join(n, &n->seeds[i]);
+            n->sync_walk = true;
             n->t_rejoin = t + n->cfg.rejoin_interval_ms;
         }
         if (t >= n->t_sync) {
@@ -2123,10 +2188,16 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
              * after a join storm, then keeps partial views fresh */
             struct member *m = random_live(n, true);
             if (m) {
+                /* the first pulls after a join walk the peer's whole list;
+                 * later ones take one page from a random place: enough to
+                 * keep views mixing, and a walk of 1,000 members every
+                 * minute would be most of a quiet node's traffic */
+                n->sync_walk = n->sync_every <= SYNC_WALK_MS;
+                uint32_t cursor = n->sync_walk ? 0 : (uint32_t)(1 + rng_below(n, n->n_members));
                 struct gossip_enc e;
                 pkt_begin(n, &e, SIZE_MAX);
                 size_t pad = !n->crypto && e.cap > e.len + 24 ? e.cap - e.len - 24 : 0;
-                while (gossip_enc_sync(&e, GOSSIP_SYNC_REQ, 0, pad) != 0 && pad)
+                while (gossip_enc_sync(&e, GOSSIP_SYNC_REQ, cursor, pad) != 0 && pad)
                     pad = pad > 16 ? pad - 16 : 0;
                 pkt_send(n, &m->addr, &e, SM_PKT_MEMBER, 0);
             }
@@ -2256,6 +2327,7 @@ int sm_node_join(struct sm_node *n, struct sm_time now, const struct sm_addr *se
         n->t_shuffle += now.mono_ms;
     }
     for (size_t i = 0; i < m; i++) send_join(n, &s[i]);
+    n->sync_walk = true;
     n->sync_every = 1000;
     n->t_sync = now.mono_ms + n->sync_every + rng_below(n, 500);
     n->t_rejoin = now.mono_ms + n->cfg.rejoin_interval_ms;
@@ -2301,11 +2373,26 @@ int sm_node_publish(struct sm_node *n, struct sm_time now, const struct crdt_rec
     fresh_add(n, rec, 1, NULL);
     lazy_add(n, id, 1);
     n->st.records_published++;
-    if (!n->busy) {
+    n->last_change = now.mono_ms;
+    if (!n->busy && !n->hold) {
         fresh_flush(n);
         recompute_next(n);
     }
     return 0;
+}
+
+void sm_node_hold(struct sm_node *n)
+{
+    n->hold = true;
+}
+
+void sm_node_flush(struct sm_node *n, struct sm_time now)
+{
+    n->hold = false;
+    if (n->busy || n->left) return;
+    n->now = now;
+    fresh_flush(n);
+    recompute_next(n);
 }
 
 int sm_node_write(struct sm_node *n, struct sm_time now, const struct crdt_rec_view *rec)

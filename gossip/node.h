@@ -150,6 +150,7 @@ struct sm_node_stats {
     uint64_t local_health;      /**< gauge: Lifeguard local health multiplier (0 = healthy) */
     uint64_t rumors_queued;     /**< membership changes queued for piggybacking */
     uint64_t rumors_received;   /**< membership messages received */
+    uint64_t peers;             /**< gauge: dissemination peers (symmetric links) */
 };
 
 /** Callbacks. ud is sm_node_config.ud. */
@@ -272,6 +273,17 @@ int sm_node_join(struct sm_node *node, struct sm_time now, const struct sm_addr 
  * a few hundred ms of driving timeouts so the leave message is repeated).
  */
 int sm_node_leave(struct sm_node *node, struct sm_time now);
+
+/**
+ * Hold back the eager push of records published from now on until
+ * sm_node_flush(), so a batch of local writes travels in full packets
+ * instead of one packet per record and peer. Records still go out early when
+ * the node's forwarding buffer fills.
+ */
+void sm_node_hold(struct sm_node *n);
+
+/** End sm_node_hold(): push what was published meanwhile. */
+void sm_node_flush(struct sm_node *n, struct sm_time now);
 
 /**
  * The embedder merged a local write into the replica: spread @p rec at once

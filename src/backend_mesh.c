@@ -30,6 +30,7 @@ struct mesh {
     uint64_t start_mono; /* when the node started (monotonic ms) */
     char *join;          /* seed list as configured: names are resolved again on rejoin */
     ev_timer rejoin;
+    ev_prepare flush; /* pushes the writes of one loop iteration together */
     struct sm_hist *lag;
     uint64_t member_events[SM_MEV__COUNT];
 };
@@ -100,11 +101,26 @@ static void prepare(struct sm_localcore *lc, struct crdt_rec_view *v, uint8_t *s
     }
 }
 
+/* Writes made during one loop iteration (a set_multi, a burst of HTTP
+ * requests) are held and pushed together just before the loop waits again:
+ * full packets instead of one packet per record and peer, at no added delay. */
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)revents;
+    struct mesh *m = w->data;
+    ev_prepare_stop(loop, w);
+    sm_node_flush(m->node, gossip_udp_now());
+    gossip_udp_rearm(m->udp);
+}
+
 static void on_local_write(struct sm_localcore *lc, const struct crdt_rec_view *v)
 {
     struct mesh *m = (struct mesh *)lc;
+    if (!ev_is_active(&m->flush)) {
+        sm_node_hold(m->node);
+        ev_prepare_start(lc->loop, &m->flush);
+    }
     (void)sm_node_publish(m->node, gossip_udp_now(), v);
-    gossip_udp_rearm(m->udp);
 }
 
 /* ---- options ---- */
@@ -494,6 +510,8 @@ static int mesh_open(struct sm_store *st, const struct sm_config *cfg, struct sm
     }
     lc->hooks.prepare = prepare;
     lc->hooks.on_local_write = on_local_write;
+    ev_prepare_init(&m->flush, flush_cb);
+    m->flush.data = m;
     register_metrics(m, mm);
     gossip_udp_attach(m->udp, m->node);
 
@@ -529,6 +547,10 @@ fail:
 static void mesh_close(struct sm_backend *b)
 {
     struct mesh *m = (struct mesh *)b;
+    if (ev_is_active(&m->flush)) {
+        ev_prepare_stop(m->lc.loop, &m->flush);
+        sm_node_flush(m->node, gossip_udp_now());
+    }
     /* A graceful leave: peers learn at once instead of suspecting us. */
     (void)sm_node_leave(m->node, gossip_udp_now());
     if (ev_is_active(&m->rejoin)) {
