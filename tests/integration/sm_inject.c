@@ -53,6 +53,8 @@ static const char usage[] =
     "  --no-cert               do not attach the sender certificate to the packet\n"
     "  --inc N                 sender incarnation (default: wall-clock ms)\n"
     "  --seq N                 packet sequence number (default 1)\n"
+    "  --payload-sender ID     sender id written in the gossip payload header\n"
+    "                          (default: the sender's own, as in the envelope)\n"
     "  --save FILE             also write the sealed packet to FILE (for replays)\n"
     "  --no-send               rec: only --save the packet, do not send it\n"
     "Record:\n"
@@ -66,7 +68,7 @@ static const char usage[] =
 
 struct opts {
     const char *cert, *key, *ca, *self_signed, *save;
-    const char *origin, *sig_key, *sig_value;
+    const char *origin, *sig_key, *sig_value, *payload_sender;
     bool no_cert, no_send, del, unsigned_rec;
     uint64_t inc, seq, version;
 };
@@ -302,9 +304,9 @@ static int cmd_rec(const struct opts *o, int argc, char **argv)
     struct crdt_rec_view r;
     struct gossip_enc e;
     int rc = 1;
+    const char *ps = o->payload_sender ? o->payload_sender : s.id.cert.node_id;
     if (make_record(o, &s.id, argv[1], argv[2], &r, sig) != 0) goto out;
-    if (gossip_enc_begin(&e, payload, sizeof payload, s.id.cert.node_id, s.id.cert.node_id_len,
-                         s.inc) != 0 ||
+    if (gossip_enc_begin(&e, payload, sizeof payload, ps, strlen(ps), s.inc) != 0 ||
         gossip_enc_rec(&e, GOSSIP_RK_EAGER, 0, &r) != 0) {
         fprintf(stderr, "sm_inject: the record does not fit in one packet\n");
         goto out;
@@ -397,11 +399,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         const char *name;
         const char **str;
         uint64_t *num;
-    } vals[] = {{"--cert", &o->cert, NULL},       {"--key", &o->key, NULL},
-                {"--ca", &o->ca, NULL},           {"--self-signed", &o->self_signed, NULL},
-                {"--save", &o->save, NULL},       {"--origin", &o->origin, NULL},
-                {"--sig-key", &o->sig_key, NULL}, {"--sig-value", &o->sig_value, NULL},
-                {"--inc", NULL, &o->inc},         {"--seq", NULL, &o->seq},
+    } vals[] = {{"--cert", &o->cert, NULL},
+                {"--key", &o->key, NULL},
+                {"--ca", &o->ca, NULL},
+                {"--self-signed", &o->self_signed, NULL},
+                {"--save", &o->save, NULL},
+                {"--origin", &o->origin, NULL},
+                {"--sig-key", &o->sig_key, NULL},
+                {"--sig-value", &o->sig_value, NULL},
+                {"--payload-sender", &o->payload_sender, NULL},
+                {"--inc", NULL, &o->inc},
+                {"--seq", NULL, &o->seq},
                 {"--version", NULL, &o->version}};
     int i = 1;
     while (i < argc && argv[i][0] == '-') {

@@ -28,7 +28,7 @@ trap cleanup EXIT
 
 n=0
 failed=0
-echo "1..20"
+echo "1..21"
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
 not_ok() {
     n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"
@@ -238,6 +238,11 @@ mark 0
 "$INJ" "${MAL[@]}" --origin n1 --version 9 --unsigned rec "$P0" rel:1 forged
 check "n1's signature over other bytes, and an unsigned n1 record: record_sig +2" \
     expect 0 "record_sig=2"
+mark 0
+"$INJ" "${MAL[@]}" --payload-sender n1 --origin n1 --version 9 --sig-key "$T/certs/n1.key" \
+    rec "$P0" rel:1 forged
+check "mallory's envelope around a payload that claims sender n1: sender rejected +1" \
+    expect 0 "sender=1"
 check "n1's real value (rel:1=real, origin n1, version 1) stays on every daemon" \
     eval 'all_on "0 1 2" real && [ "$(header_of 0 rel:1 X-Statemesh-Version)" = 1 ]'
 mark 0
