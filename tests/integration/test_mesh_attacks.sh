@@ -135,8 +135,11 @@ for id in n0 n1 n2 mallory; do
 done
 "$C" cert issue --ca "$T/ca2" --node-id eve --out "$T/certs2" >/dev/null ||
     { echo "Bail out! cert issue failed"; exit 1; }
-for i in 0 1 2; do
-    UDP[$i]=$("$INJ" port) || { echo "Bail out! no free UDP port"; exit 1; }
+for i in 0 1 2; do # three distinct free ports
+    for k in 1 2 3 4 5; do
+        UDP[$i]=$("$INJ" port) || { echo "Bail out! no free UDP port"; exit 1; }
+        [[ " ${UDP[*]:0:i} " != *" ${UDP[$i]} "* ]] && break
+    done
 done
 for i in 0 1 2; do start "$i"; done
 P0=${UDP[0]}
@@ -221,7 +224,6 @@ mark 1
 "$INJ" raw "${UDP[1]}" "$T/cap"
 check "the captured packet replayed again to n1: envelope rejected +1" \
     eval 'ONLY=1 expect 1 "envelope=1"'
-
 
 # ---- 3. records re-signed by a relay ----
 curl -sf -X PUT --data-binary real "$(url 1 /v1/kv/rel:1)" >/dev/null
