@@ -58,6 +58,7 @@ _Static_assert(GOSSIP_LEAVES == CRDT_DIGEST_LEAVES, "digest leaves mismatch");
 #define LAZY_CAP      256 /* ids waiting to be announced */
 #define FRESH_MAX     64  /* records to forward, per call */
 #define MAX_ACCUSERS  4
+#define GRAFT_TRIES   4 /* rounds over a missing record's announcers */
 #define MAINT_MS      500
 #define RUMOR_CAP     128 /* membership changes queued for piggybacking */
 #define RUMOR_PER_PKT 16  /* piggybacked per packet at most */
@@ -85,6 +86,7 @@ struct member {
     uint64_t last_notice;       /* last "you are dead/suspect" notice sent to it */
     uint8_t cert_left;          /* packets to it that still carry our certificate */
     uint64_t unlinked;          /* when we last dropped our link to it (0: never) */
+    bool accused;               /* we suspect it from our own probe */
 };
 
 /* A new (or restarted) peer may not know our certificate yet, so the first
@@ -106,10 +108,22 @@ struct rumor {
     char from[CRDT_MAX_ORIGIN];
 };
 
+/* Link receipts: every packet of records on a link starts with the ids the
+ * previous one carried, so a receiver learns at the next packet (or at the
+ * next gossip tick, when the link goes quiet) which records were lost on
+ * the way and grafts them from that peer at once, instead of waiting for
+ * anti-entropy. Without loss they cost 8 bytes a record and, at the end of a
+ * burst, one small packet per link. */
+#define RCPT_MAX 32
+
 struct peer {
     struct member *m;
     bool eager;
     bool chosen; /* picked by us (counts against active_view) */
+    uint8_t n_tx, n_rx;
+    uint64_t tx_at;            /* when the packet the receipt describes went out */
+    uint64_t tx_ids[RCPT_MAX]; /* records of our last packet to it, not yet receipted */
+    uint64_t rx_ids[RCPT_MAX]; /* records it sent us since its last receipt */
 };
 
 struct relay {
@@ -131,7 +145,7 @@ struct missing {
     uint64_t id;
     uint64_t deadline;
     uint8_t round;
-    uint8_t n_ann, next;
+    uint8_t n_ann, next, tries;
     struct member *ann[MAX_ANNOUNCE];
 };
 
@@ -142,6 +156,7 @@ struct lazy_id {
 
 struct fresh {
     size_t off, len;
+    uint64_t id;
     struct member *src;
 };
 
@@ -208,6 +223,9 @@ struct sm_node {
 
     struct sm_addr *seeds;
     size_t n_seeds;
+    bool seed_heard;      /* a seed has answered since the last sm_node_join() */
+    uint32_t rejoin_wait; /* retry period while not alone but unheard by the seeds */
+    uint32_t rejoin_tries;
 
     uint64_t t_probe, t_gossip, t_ae, t_maint, t_dead_probe, t_rejoin, t_shuffle, t_sweep;
     uint64_t t_sync;     /* next membership push-pull */
@@ -464,7 +482,7 @@ static void set_state(struct sm_node *n, struct member *m, uint8_t st)
         if (vec_push(&n->dead, &n->n_dead, &n->cap_dead, m) == 0) m->in_dead = true;
     }
     if (!is_live && m->peer >= 0) peer_remove(n, m);
-    if (st != SM_MEMBER_SUSPECT) m->n_acc = 0;
+    if (st != SM_MEMBER_SUSPECT) m->n_acc = 0, m->accused = false;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -672,6 +690,7 @@ static struct peer *peer_add(struct sm_node *n, struct member *m, bool eager, bo
     if (m->peer >= 0) return &n->peers[m->peer];
     if (m->self || !live_state(m->state) || n->n_peers >= MAX_PEERS) return NULL;
     struct peer *p = &n->peers[n->n_peers];
+    memset(p, 0, sizeof(*p));
     p->m = m;
     p->eager = eager;
     p->chosen = chosen;
@@ -839,7 +858,11 @@ static void start_suspect(struct sm_node *n, struct member *m, const char *from,
     susp_update_deadline(n, m);
     rumor_queue(n, m, GOSSIP_SUSPECT, from, fl);
     emit(n, SM_MEV_SUSPECT, m);
-    rumor_tree(n, m, src);
+    /* a suspicion travels by piggybacking only, while refutations and
+     * deaths are also pushed over the dissemination links: the refutation
+     * overtakes the suspicion it answers, and a false suspicion costs a
+     * few bytes on probes instead of a packet on every link of the mesh */
+    (void)src;
 }
 
 static void on_suspect(struct sm_node *n, const char *id, size_t idl, uint64_t inc,
@@ -860,7 +883,6 @@ static void on_suspect(struct sm_node *n, const char *id, size_t idl, uint64_t i
         if (add_accuser(m, from, fl)) {
             susp_update_deadline(n, m);
             rumor_queue(n, m, GOSSIP_SUSPECT, from, fl);
-            rumor_tree(n, m, src);
         }
         return;
     }
@@ -961,6 +983,7 @@ static void fresh_add(struct sm_node *n, const struct crdt_rec_view *v, uint8_t 
     }
     n->fresh[n->n_fresh].off = n->fresh_len;
     n->fresh[n->n_fresh].len = e.len;
+    n->fresh[n->n_fresh].id = crdt_rec_digest(v);
     n->fresh[n->n_fresh].src = src;
     n->n_fresh++;
     n->fresh_len += e.len;
@@ -980,6 +1003,23 @@ static void lazy_add(struct sm_node *n, uint64_t id, uint8_t round)
     n->n_lazy++;
 }
 
+/* Start a packet of records to @p p: the receipt of the previous one first. */
+static void link_begin(struct sm_node *n, struct peer *p, struct gossip_enc *e)
+{
+    pkt_begin(n, e, SIZE_MAX);
+    if (p->n_tx) {
+        size_t w = 0;
+        (void)gossip_enc_ids(e, GOSSIP_IHAVE, GOSSIP_ROUND_RECEIPT, 0, p->tx_ids, p->n_tx, &w);
+        p->n_tx = 0;
+    }
+}
+
+static void link_send(struct sm_node *n, struct peer *p, struct gossip_enc *e)
+{
+    p->tx_at = n->now.mono_ms;
+    pkt_send(n, &p->m->addr, e, SM_PKT_DATA, 0);
+}
+
 /* Push every fresh record to the eager peers (but its source), in packets
  * filled up to the MTU. */
 static void fresh_flush(struct sm_node *n)
@@ -989,13 +1029,14 @@ static void fresh_flush(struct sm_node *n)
         struct peer *p = &n->peers[pi];
         if (!p->eager) continue;
         struct gossip_enc e;
-        pkt_begin(n, &e, SIZE_MAX);
+        bool open = false;
         for (size_t i = 0; i < n->n_fresh; i++) {
             struct fresh *f = &n->fresh[i];
             if (f->src == p->m) continue;
+            if (!open) link_begin(n, p, &e), open = true;
             if (f->len > gossip_enc_room(&e) || e.n_msgs >= GOSSIP_MAX_MSGS) {
-                pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
-                pkt_begin(n, &e, SIZE_MAX);
+                link_send(n, p, &e);
+                link_begin(n, p, &e);
                 if (f->len > gossip_enc_room(&e)) {
                     n->st.encode_overflow++;
                     continue;
@@ -1004,11 +1045,68 @@ static void fresh_flush(struct sm_node *n)
             memcpy(e.buf + e.len, n->fresh_buf + f->off, f->len);
             e.len += f->len;
             e.n_msgs++;
+            if (p->n_tx < RCPT_MAX) p->tx_ids[p->n_tx++] = f->id;
         }
-        if (!pkt_empty(&e)) pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
+        if (open && !pkt_empty(&e)) link_send(n, p, &e);
     }
     n->n_fresh = 0;
     n->fresh_len = 0;
+}
+
+/* Gossip tick: a link quiet since its last packet of records gets the
+ * receipt on its own. */
+static void receipts_tick(struct sm_node *n)
+{
+    for (size_t pi = 0; pi < n->n_peers; pi++) {
+        struct peer *p = &n->peers[pi];
+        if (!p->n_tx || n->now.mono_ms - p->tx_at < n->cfg.gossip_interval_ms) continue;
+        struct gossip_enc e;
+        link_begin(n, p, &e);
+        pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
+    }
+}
+
+static bool receipts_pending(const struct sm_node *n)
+{
+    for (size_t pi = 0; pi < n->n_peers; pi++)
+        if (n->peers[pi].n_tx) return true;
+    return false;
+}
+
+/* A receipt from @p src: what it sent us in its previous packet. Whatever of
+ * it did not arrive (and did not reach us another way) is grafted now. */
+static void on_receipt(struct sm_node *n, const struct gossip_msg *msg, struct member *src)
+{
+    if (!src || src->peer < 0) return;
+    struct peer *p = &n->peers[src->peer];
+    for (size_t i = 0; i < msg->u.ids.n_ids; i++) {
+        uint64_t id = gossip_id_at(msg->u.ids.ids, i);
+        bool got = false;
+        for (unsigned k = 0; k < p->n_rx && !got; k++) got = p->rx_ids[k] == id;
+        if (got || recent_find(n, id)) continue;
+        struct missing *ms = NULL;
+        for (size_t k = 0; k < n->n_missing; k++)
+            if (n->missing[k].id == id) ms = &n->missing[k];
+        if (!ms) {
+            if (n->n_missing >= MAX_MISSING) continue;
+            ms = &n->missing[n->n_missing++];
+            memset(ms, 0, sizeof(*ms));
+            ms->id = id;
+            ms->round = 1;
+        }
+        /* this peer had it: ask it first, now */
+        ms->deadline = n->now.mono_ms;
+        bool dup = false;
+        for (unsigned k = 0; k < ms->n_ann; k++) dup |= ms->ann[k] == src;
+        if (!dup) {
+            if (ms->n_ann < MAX_ANNOUNCE) ms->n_ann++;
+            memmove(ms->ann + 1, ms->ann, (ms->n_ann - 1) * sizeof(ms->ann[0]));
+            ms->ann[0] = src;
+            ms->next = 0;
+        }
+        n->st.receipt_misses++;
+    }
+    p->n_rx = 0;
 }
 
 struct old_copy {
@@ -1255,8 +1353,14 @@ static void missing_tick(struct sm_node *n)
             continue;
         }
         if (ms->next >= ms->n_ann) {
-            n->missing[i] = n->missing[--n->n_missing];
-            continue;
+            /* every announcer asked: on a lossy path the graft or its answer
+             * may have been lost, so go round again a few times before
+             * leaving the record to anti-entropy */
+            if (++ms->tries >= GRAFT_TRIES || !ms->n_ann) {
+                n->missing[i] = n->missing[--n->n_missing];
+                continue;
+            }
+            ms->next = 0;
         }
         struct member *a = ms->ann[ms->next++];
         if (live_state(a->state)) {
@@ -1591,6 +1695,7 @@ static void probe_finish(struct sm_node *n)
     if (t->state == SM_MEMBER_ALIVE) {
         n->st.suspicions++;
         start_suspect(n, t, n->id, n->cfg.id_len, NULL);
+        t->accused = true;
         notice(n, t, &t->addr);
     }
 }
@@ -1614,6 +1719,10 @@ static void probe_indirect(struct sm_node *n)
 {
     struct member *t = n->pr.target;
     n->pr.indirect = true;
+    /* one more direct try alongside the relays: on a lossy path a single
+     * lost ping or ack should not be what decides (same sequence number,
+     * either ack counts) */
+    send_ping(n, t, n->pr.seq, false);
     unsigned want = n->cfg.indirect_k, sent = 0;
     struct member *used[16];
     for (int tries = 0; sent < want && sent < 16 && tries < 32; tries++) {
@@ -1745,7 +1854,7 @@ static void send_page(struct sm_node *n, struct reply *rp, uint32_t cursor, stru
     struct gossip_enc *e = &rp->e;
     size_t mark_len = e->len;
     unsigned mark_n = e->n_msgs;
-    if (gossip_enc_sync(e, GOSSIP_SYNC_PAGE, 0, 0)) return;
+    if (gossip_enc_sync(e, GOSSIP_SYNC_PAGE, 0, n->seed_heard)) return;
     size_t page_pos = mark_len;
     /* what we hold about the asker first, so it can refute at once */
     if (asker && !live_state(asker->state)) (void)enc_member_state(n, e, asker);
@@ -1762,11 +1871,11 @@ static void send_page(struct sm_node *n, struct reply *rp, uint32_t cursor, stru
      * is not guaranteed, so rebuild it: header is small, re-encode in place) */
     uint8_t tmp[16];
     struct gossip_enc h = {.buf = tmp, .cap = sizeof(tmp)};
-    (void)gossip_enc_sync(&h, GOSSIP_SYNC_PAGE, next, 0);
+    (void)gossip_enc_sync(&h, GOSSIP_SYNC_PAGE, next, n->seed_heard);
     size_t old_hlen;
     {
         struct gossip_enc h0 = {.buf = tmp + 8, .cap = 8};
-        (void)gossip_enc_sync(&h0, GOSSIP_SYNC_PAGE, 0, 0);
+        (void)gossip_enc_sync(&h0, GOSSIP_SYNC_PAGE, 0, n->seed_heard);
         old_hlen = h0.len;
     }
     if (h.len != old_hlen) {
@@ -1859,6 +1968,13 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
         }
     }
     bool page = p->n_msgs && p->msgs[0].type == GOSSIP_SYNC_PAGE;
+    /* joined: a seed answered, and that seed is itself joined (else we would
+     * only be part of its island); when every seed lists the others and none
+     * is rooted, an answer counts after a while anyway */
+    if (page && (n->crypto ? env_auth : true) && !n->seed_heard &&
+        (p->msgs[0].u.join.rooted || n->rejoin_tries >= 15))
+        for (size_t i = 0; i < n->n_seeds; i++)
+            if (addr_eq(from, &n->seeds[i])) n->seed_heard = true;
     struct reply rp = {.n = n, .to = from, .budget = authed ? SIZE_MAX : req_len, .cls = cls};
 
     for (size_t i = 0; i < p->n_msgs; i++) {
@@ -1928,10 +2044,17 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer < 0 &&
                 (!src->unlinked || n->now.mono_ms - src->unlinked > 2000))
                 peer_inbound(n, src, true);
+            if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer >= 0) {
+                struct peer *pp = &n->peers[src->peer];
+                if (pp->n_rx < RCPT_MAX) pp->rx_ids[pp->n_rx++] = crdt_rec_digest(&m->u.rec.v);
+            }
             on_record(n, m, src);
             break;
         case GOSSIP_IHAVE:
-            on_ihave(n, m, src);
+            if (m->u.ids.round == GOSSIP_ROUND_RECEIPT)
+                on_receipt(n, m, src);
+            else
+                on_ihave(n, m, src);
             break;
         case GOSSIP_GRAFT:
             on_graft(n, m, src, from);
@@ -2033,6 +2156,9 @@ static void reap_and_suspicion(struct sm_node *n)
             declare_dead(n, m, GOSSIP_DEAD, n->id, n->cfg.id_len, NULL);
             continue;
         }
+        /* our own accusation: keep telling the suspect (every 500 ms) so a
+         * lost notice cannot decide its fate on a lossy network */
+        if (m->accused) notice(n, m, &m->addr);
         i++;
     }
 }
@@ -2137,7 +2263,8 @@ static void recompute_next(struct sm_node *n)
         return;
     }
     uint64_t t = min64(n->t_probe, min64(n->t_ae, n->t_maint));
-    if (n->n_lazy) t = min64(t, n->t_gossip); /* the gossip tick only announces */
+    /* the gossip tick only announces and sends receipts of quiet links */
+    if (n->n_lazy || receipts_pending(n)) t = min64(t, n->t_gossip);
     if (n->pr.active && !n->pr.acked && !n->pr.indirect) t = min64(t, n->pr.direct_deadline);
     for (size_t i = 0; i < n->n_susp; i++)
         if (n->susp[i]->state == SM_MEMBER_SUSPECT) t = min64(t, n->susp[i]->susp_deadline);
@@ -2164,6 +2291,7 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
     relays_tick(n);
     if (t >= n->t_gossip) {
         send_ihave_tick(n);
+        receipts_tick(n);
         n->t_gossip = t + n->cfg.gossip_interval_ms;
     }
     if (t >= n->t_ae) {
@@ -2178,10 +2306,20 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
             dead_probe(n);
             n->t_dead_probe = t + n->cfg.dead_probe_interval_ms;
         }
-        if (n->n_alive_other == 0 && n->n_seeds && t >= n->t_rejoin) {
+        /* alone, or only found by others: a node whose join was lost and
+         * that others then joined through would otherwise stay an island
+         * with them; retry until a seed answers (backing off while we are
+         * not alone, in case the seeds are gone for good) */
+        bool alone = n->n_alive_other == 0;
+        if ((alone || !n->seed_heard) && n->n_seeds && t >= n->t_rejoin) {
             for (size_t i = 0; i < n->n_seeds; i++) send_join(n, &n->seeds[i]);
             n->sync_walk = true;
-            n->t_rejoin = t + n->cfg.rejoin_interval_ms;
+            if (alone || ++n->rejoin_tries < 15) {
+                n->rejoin_wait = n->cfg.rejoin_interval_ms;
+            } else if (n->rejoin_wait < 60000) {
+                n->rejoin_wait *= 2;
+            }
+            n->t_rejoin = t + n->rejoin_wait;
         }
         if (t >= n->t_sync) {
             /* membership pull from a random member: fills the view quickly
@@ -2328,6 +2466,9 @@ int sm_node_join(struct sm_node *n, struct sm_time now, const struct sm_addr *se
     }
     for (size_t i = 0; i < m; i++) send_join(n, &s[i]);
     n->sync_walk = true;
+    n->seed_heard = m == 0;
+    n->rejoin_tries = 0;
+    n->rejoin_wait = n->cfg.rejoin_interval_ms;
     n->sync_every = 1000;
     n->t_sync = now.mono_ms + n->sync_every + rng_below(n, 500);
     n->t_rejoin = now.mono_ms + n->cfg.rejoin_interval_ms;

@@ -151,6 +151,7 @@ struct sm_node_stats {
     uint64_t rumors_queued;     /**< membership changes queued for piggybacking */
     uint64_t rumors_received;   /**< membership messages received */
     uint64_t peers;             /**< gauge: dissemination peers (symmetric links) */
+    uint64_t receipt_misses;    /**< records a link receipt showed lost on the way (grafted) */
 };
 
 /** Callbacks. ud is sm_node_config.ud. */

@@ -186,8 +186,9 @@ int gossip_enc_sync(struct gossip_enc *e, enum gossip_msg_type type, uint32_t cu
              msgpack_pack_uint32(&pk, cursor);
         if (!rc) rc = enc_pad(e, &pk, pad);
     } else if (type == GOSSIP_SYNC_PAGE) {
-        rc = msgpack_pack_array(&pk, 2) | msgpack_pack_uint8(&pk, GOSSIP_SYNC_PAGE) |
-             msgpack_pack_uint32(&pk, cursor);
+        rc = msgpack_pack_array(&pk, 3) | msgpack_pack_uint8(&pk, GOSSIP_SYNC_PAGE) |
+             msgpack_pack_uint32(&pk, cursor) |
+             (pad ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk));
     } else {
         rc = -1;
     }
@@ -763,6 +764,12 @@ static int rd_msg(struct rd *r, struct gossip_msg *m, uint32_t nf)
     case GOSSIP_SYNC_PAGE:
         memset(&m->u.join, 0, sizeof(m->u.join));
         rc = rd_u32(r, &m->u.join.cursor, UINT32_MAX);
+        /* pages from senders without the flag count as rooted */
+        m->u.join.rooted = true;
+        if (!rc && m->type == GOSSIP_SYNC_PAGE && nf >= 2) {
+            rc = rd_bool(r, &m->u.join.rooted);
+            need = 2;
+        }
         break;
     case GOSSIP_REC: {
         struct crdt_rec_view *v = &m->u.rec.v;

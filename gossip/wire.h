@@ -41,6 +41,9 @@
 #define GOSSIP_LEAVES       1024 /* == CRDT_DIGEST_LEAVES (checked in node.c) */
 #define GOSSIP_GROUP_LEAVES 32
 #define GOSSIP_GROUPS       (GOSSIP_LEAVES / GOSSIP_GROUP_LEAVES)
+/** IHAVE round marking a link receipt: the ids the sender's previous packet
+ *  of records on this link carried (records are never sent with round 0). */
+#define GOSSIP_ROUND_RECEIPT 0
 /** Largest key the wire accepts. */
 #define GOSSIP_MAX_KEY 256
 
@@ -56,10 +59,11 @@ enum gossip_msg_type {
     GOSSIP_LEAVE = 8,      /**< [8, id, inc]                              member left */
     GOSSIP_JOIN = 9,       /**< [9, addr, cert|nil, pad(bin)]             ask to join (padded) */
     GOSSIP_SYNC_REQ = 10,  /**< [10, cursor, pad(bin)]                    ask a membership page */
-    GOSSIP_SYNC_PAGE = 11, /**< [11, next_cursor]                        page follows (0 = last) */
+    GOSSIP_SYNC_PAGE = 11, /**< [11, next_cursor, rooted]                page follows (0 = last) */
     GOSSIP_REC = 12,       /**< [12, kind, round, key, value|nil, version, hlc, origin,
                                  precedence, flags, expires_at, sig|nil]   a record */
-    GOSSIP_IHAVE = 13,     /**< [13, round, ids(bin 8*n)]                 lazy announcement */
+    GOSSIP_IHAVE = 13,     /**< [13, round, ids(bin 8*n)]                 lazy announcement;
+                                    round GOSSIP_ROUND_RECEIPT: link receipt */
     GOSSIP_GRAFT = 14,  /**< [14, ids(bin 8*n)]                        make link eager, send ids */
     GOSSIP_PRUNE = 15,  /**< [15, disconnect(bool)]                    make link lazy / drop it */
     GOSSIP_DIGEST = 16, /**< [16, root, groups(bin 8*GROUPS)]          anti-entropy request */
@@ -103,6 +107,8 @@ struct gossip_msg {
             const uint8_t *cert;
             size_t cert_len;
             uint32_t cursor; /**< SYNC_REQ / SYNC_PAGE */
+            bool rooted;     /**< SYNC_PAGE: the sender has been answered by one of its
+                                  seeds (or has none): joining through it reaches the mesh */
         } join;              /**< JOIN, SYNC_REQ, SYNC_PAGE */
         struct {
             uint8_t kind;  /**< enum gossip_rec_kind */
@@ -193,7 +199,8 @@ int gossip_enc_member(struct gossip_enc *e, enum gossip_msg_type type, const cha
 /** JOIN (addr, cert) padded with @p pad zero bytes. */
 int gossip_enc_join(struct gossip_enc *e, const struct sm_addr *addr, const uint8_t *cert,
                     size_t cert_len, size_t pad);
-/** SYNC_REQ (cursor, padding) or SYNC_PAGE (cursor; pad ignored). */
+/** SYNC_REQ (cursor, @p pad bytes of padding) or SYNC_PAGE (cursor; @p pad
+ *  non-zero: the sender is rooted, see gossip_msg.u.join.rooted). */
 int gossip_enc_sync(struct gossip_enc *e, enum gossip_msg_type type, uint32_t cursor, size_t pad);
 int gossip_enc_rec(struct gossip_enc *e, enum gossip_rec_kind kind, uint8_t round,
                    const struct crdt_rec_view *r);

@@ -220,7 +220,8 @@ static void debug_dump(const struct core *c)
     const struct sm_node_stats *st = sm_node_stats(c->node);
     fprintf(stderr,
             "%s: alive=%llu suspect=%llu dead=%llu merged=%llu ae_rounds=%llu peers=%llu "
-            "susp=%llu refute=%llu rumq=%llu rumr=%llu member_tx=%llu data_tx=%llu |",
+            "susp=%llu refute=%llu rumq=%llu rumr=%llu member_tx=%llu data_tx=%llu rmiss=%llu "
+            "grafts=%llu overflow=%llu |",
             c->name, (unsigned long long)st->members[SM_MEMBER_ALIVE],
             (unsigned long long)st->members[SM_MEMBER_SUSPECT],
             (unsigned long long)st->members[SM_MEMBER_DEAD], (unsigned long long)st->records_merged,
@@ -228,7 +229,8 @@ static void debug_dump(const struct core *c)
             (unsigned long long)st->suspicions, (unsigned long long)st->refutations,
             (unsigned long long)st->rumors_queued, (unsigned long long)st->rumors_received,
             (unsigned long long)st->pkts_sent[SM_PKT_MEMBER],
-            (unsigned long long)st->pkts_sent[SM_PKT_DATA]);
+            (unsigned long long)st->pkts_sent[SM_PKT_DATA], (unsigned long long)st->receipt_misses,
+            (unsigned long long)st->grafts, (unsigned long long)st->encode_overflow);
     for (int i = 0; i < SM_REJ__COUNT; i++)
         if (st->rejected[i])
             fprintf(stderr, " %s=%llu", sm_node_reject_name((enum sm_node_reject)i),
