@@ -196,11 +196,16 @@ int smc_open(struct smc_ctx *c, int64_t now_ms, const uint8_t *pkt, size_t len,
             return reject(c, out, SMC_R_ID_MISMATCH, SM_EAUTH);
         rc = smc_cert_verify(&cert, c->ca_pk, now_ms, c->rl, &r);
         if (rc < 0) return reject(c, out, r, rc);
+        /* A newer certificate for this node replaced this one: re-issuing a
+         * certificate is how an operator retires a suspect key, so the old
+         * key must not keep speaking for the node at packet level. */
+        if (e && e->not_before > cert.not_before_ms)
+            return reject(c, out, SMC_R_SUPERSEDED, SM_EAUTH);
         pk = cert.node_pk;
         nb = cert.not_before_ms;
         na = cert.not_after_ms;
-        /* Trust it after the packet verifies, unless an already trusted one is newer. */
-        new_cert = !e || e->not_before <= cert.not_before_ms;
+        /* trusted once the packet verifies */
+        new_cert = 1;
     } else {
         if (!e) return reject(c, out, SMC_R_UNKNOWN_SENDER, SM_EAUTH);
         pk = e->pk;

@@ -55,7 +55,8 @@
     X(PLAINTEXT, "unencrypted packet refused (keyring configured)")                                \
     X(ENCRYPTED, "encrypted packet but no keyring configured")                                     \
     X(UNSIGNED, "record carries no signature")                                                     \
-    X(NOT_ORIGIN, "record origin is not this node")
+    X(NOT_ORIGIN, "record origin is not this node")                                               \
+    X(SUPERSEDED, "certificate older than the one trusted for this node (re-issued key)")
 
 /** Rejection reasons (SMC_R_OK = 0). */
 enum smc_reason {

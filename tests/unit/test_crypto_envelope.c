@@ -141,6 +141,42 @@ static void test_attached_cert_first_contact(void **state)
     assert_int_equal(o.cert_added, 0);
 }
 
+/* A re-issued certificate retires the old key: packets signed with it (the
+ * old certificate attached) are refused once the new one is trusted. */
+static void test_superseded_key(void **state)
+{
+    struct fx *f = *state;
+    struct smc_keypair k2 = tc_keypair(9);
+    struct smc_cert c2 = tc_cert(&f->ca, "alice", &k2, T0 - DAY_MS / 2, T0 + 30 * DAY_MS);
+    struct smc_identity alice2;
+    assert_int_equal(smc_identity_init(&alice2, &c2, &k2), 0);
+    struct smc_ctx *a2 = tc_ctx(&f->ca, &alice2, 300);
+    enum smc_reason why;
+    /* the old key first: trusted */
+    seal(f, f->a, 1, SMC_SEAL_CERT);
+    assert_int_equal(open_pkt(f, T0, &why), 0);
+    /* the re-issued certificate arrives and replaces it */
+    assert_int_equal(smc_seal(a2, 1, SMC_SEAL_CERT, payload, PLEN, f->pkt, sizeof(f->pkt), &f->len),
+                     0);
+    assert_int_equal(open_pkt(f, T0, &why), 0);
+    struct smc_cert got;
+    assert_int_equal(smc_trust_get(f->b, "alice", 5, &got), 0);
+    assert_memory_equal(got.node_pk, k2.pk, SMC_PK_LEN);
+    /* the old key, with or without its certificate, is out */
+    seal(f, f->a, 2, SMC_SEAL_CERT);
+    assert_int_equal(open_pkt(f, T0, &why), SM_EAUTH);
+    assert_int_equal(why, SMC_R_SUPERSEDED);
+    seal(f, f->a, 3, 0);
+    assert_true(open_pkt(f, T0, &why) < 0);
+    assert_true(why == SMC_R_BADSIG || why == SMC_R_OLD_INCARNATION);
+    /* and the new one keeps working */
+    assert_int_equal(smc_seal(a2, 2, 0, payload, PLEN, f->pkt, sizeof(f->pkt), &f->len), 0);
+    assert_int_equal(open_pkt(f, T0, &why), 0);
+    smc_ctx_delete(a2);
+    smc_identity_wipe(&alice2);
+    smc_keypair_wipe(&k2);
+}
+
 static void test_attached_cert_rejections(void **state)
 {
     struct fx *f = *state;
@@ -611,6 +647,7 @@ int main(void)
         T(test_unknown_sender),
         T(test_attached_cert_first_contact),
         T(test_attached_cert_rejections),
+        T(test_superseded_key),
         T(test_trusted_cert_expires),
         T(test_revoked),
         T(test_bad_signature),
