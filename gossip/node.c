@@ -63,7 +63,7 @@ _Static_assert(GOSSIP_LEAVES == CRDT_DIGEST_LEAVES, "digest leaves mismatch");
 #define RUMOR_CAP     128 /* membership changes queued for piggybacking */
 #define RUMOR_PER_PKT 16  /* piggybacked per packet at most */
 #define PKT_MAX       65536
-#define SYNC_WALK_MS  8000 /* membership pulls this soon after a join walk whole lists */
+#define SYNC_WALK_MS  2000 /* membership pulls this soon after a join walk whole lists */
 
 struct member {
     /* what a lookup touches comes first, in one cache line */
@@ -93,6 +93,12 @@ struct member {
  * packets to it carry it in the envelope; without it the peer could not
  * verify them (it learns certificates from join and alive messages only). */
 #define CERT_SENDS 3
+
+#define WHOIS_RING 8
+struct whois_ask {
+    uint64_t hash; /* of the origin id */
+    uint64_t at;   /* mono ms of the last question */
+};
 
 struct slot {
     uint64_t hash;
@@ -173,6 +179,7 @@ struct sm_node {
     int busy;             /* re-entrancy depth (callbacks) */
     uint64_t last_change; /* mono ms of the last local or remote replica change */
     uint64_t t_ae_ack;    /* no digest rides on an ack before this */
+    struct whois_ask asked[WHOIS_RING];
 
     struct member *self;
     struct member **members;
@@ -918,6 +925,8 @@ static void on_dead(struct sm_node *n, uint8_t type, const char *id, size_t idl,
     declare_dead(n, m, type, from, fl, src);
 }
 
+static int enc_member_state(struct sm_node *n, struct gossip_enc *e, const struct member *m);
+
 /* ------------------------------------------------------------------------ */
 /* Records: recent cache, fresh (to forward), lazy (to announce), missing */
 
@@ -1236,6 +1245,33 @@ static void release_pending(struct sm_node *n, const char *id, size_t len)
     (void)smc_pending_take_for(n->crypto, n->now.wall_ms, id, len, pending_cb, &a);
 }
 
+/* A record whose origin we do not know yet (no certificate: it joined and we
+ * have not heard): ask the peer that sent it, which verified it and so holds
+ * the certificate, instead of waiting for membership gossip to bring it. At
+ * most one question per origin every 500 ms. */
+static void whois(struct sm_node *n, const char *id, size_t len, struct member *src)
+{
+    uint64_t h = id_hash(id, len), now = n->now.mono_ms;
+    struct whois_ask *slot = &n->asked[0];
+    for (size_t i = 0; i < WHOIS_RING; i++) {
+        struct whois_ask *a = &n->asked[i];
+        if (a->hash == h) {
+            if (now - a->at < 500) return;
+            slot = a;
+            break;
+        }
+        if (a->at < slot->at) slot = a;
+    }
+    slot->hash = h;
+    slot->at = now ? now : 1;
+    struct gossip_enc e;
+    pkt_begin(n, &e, SIZE_MAX);
+    if (gossip_enc_whois(&e, id, len) == 0) {
+        pkt_send(n, &src->addr, &e, SM_PKT_MEMBER, 0);
+        n->st.whois_sent++;
+    }
+}
+
 static void on_record(struct sm_node *n, const struct gossip_msg *msg, struct member *src)
 {
     const struct crdt_rec_view *v = &msg->u.rec.v;
@@ -1249,6 +1285,7 @@ static void on_record(struct sm_node *n, const struct gossip_msg *msg, struct me
         if (rc != 0) {
             if (why == SMC_R_UNKNOWN_ORIGIN) {
                 if (smc_pending_add(n->crypto, n->now.wall_ms, v) == 0) n->st.records_pending++;
+                if (src) whois(n, v->origin, v->origin_len, src);
             } else {
                 n->st.rejected[SM_REJ_RECORD_SIG]++;
             }
@@ -1468,6 +1505,16 @@ static bool reply_open(struct reply *r)
     pkt_begin_buf(r->n, &r->e, S.reply, r->budget);
     r->open = true;
     return true;
+}
+
+static void on_whois(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+{
+    const char *id = msg->u.member.id;
+    size_t len = msg->u.member.id_len;
+    struct member *m = is_self_id(n, id, len) ? n->self : mfind(n, id, len);
+    if (!m || !live_state(m->state) || !reply_open(rp)) return;
+    rp->cls = SM_PKT_MEMBER;
+    (void)enc_member_state(n, &rp->e, m);
 }
 
 static void on_digest(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
@@ -2080,6 +2127,9 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             break;
         case GOSSIP_IN_SYNC:
             on_root(n, m, &rp);
+            break;
+        case GOSSIP_WHOIS:
+            on_whois(n, m, &rp);
             break;
         }
     }

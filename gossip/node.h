@@ -152,6 +152,7 @@ struct sm_node_stats {
     uint64_t rumors_received;   /**< membership messages received */
     uint64_t peers;             /**< gauge: dissemination peers (symmetric links) */
     uint64_t receipt_misses;    /**< records a link receipt showed lost on the way (grafted) */
+    uint64_t whois_sent;        /**< certificates asked for (records of unknown origins) */
 };
 
 /** Callbacks. ud is sm_node_config.ud. */

@@ -303,6 +303,17 @@ int gossip_enc_prune(struct gossip_enc *e, bool disconnect)
     return enc_end(e, mark, rc);
 }
 
+int gossip_enc_whois(struct gossip_enc *e, const char *id, size_t id_len)
+{
+    if (!id_len || id_len > CRDT_MAX_ORIGIN) return SM_EINVAL;
+    size_t mark;
+    if (enc_start(e, &mark)) return SM_ERANGE;
+    ENC_PK(e, pk);
+    int rc = msgpack_pack_array(&pk, 2) | msgpack_pack_uint8(&pk, GOSSIP_WHOIS) |
+             enc_bin(&pk, id, id_len);
+    return enc_end(e, mark, rc);
+}
+
 int gossip_enc_in_sync(struct gossip_enc *e, uint64_t root)
 {
     size_t mark;
@@ -717,6 +728,7 @@ static int rd_msg(struct rd *r, struct gossip_msg *m, uint32_t nf)
         need = 2;
         break;
     case GOSSIP_IN_SYNC:
+    case GOSSIP_WHOIS:
         need = 1;
         break;
     default:
@@ -834,6 +846,10 @@ static int rd_msg(struct rd *r, struct gossip_msg *m, uint32_t nf)
         memset(&m->u.ids, 0, sizeof(m->u.ids));
         rc = rd_uint(r, &m->u.ids.root);
         break;
+    case GOSSIP_WHOIS:
+        memset(&m->u.member, 0, sizeof(m->u.member));
+        rc = rd_id(r, &m->u.member.id, &m->u.member.id_len, false);
+        break;
     }
     if (rc) return -1;
     /* newer senders may append fields: skip them */
@@ -902,8 +918,8 @@ err:
 const char *gossip_msg_name(unsigned type)
 {
     static const char *const names[] = {
-        "?",     "ping",  "ack",    "nack",          "ping_req",  "alive", "suspect",
-        "dead",  "leave", "join",   "sync_req",      "sync_page", "rec",   "ihave",
-        "graft", "prune", "digest", "digest_leaves", "leaf_ids",  "want",  "in_sync"};
+        "?",      "ping",          "ack",      "nack",      "ping_req", "alive", "suspect", "dead",
+        "leave",  "join",          "sync_req", "sync_page", "rec",      "ihave", "graft",   "prune",
+        "digest", "digest_leaves", "leaf_ids", "want",      "in_sync",  "whois"};
     return type <= GOSSIP_MSG__MAX ? names[type] : "?";
 }

@@ -72,7 +72,8 @@ enum gossip_msg_type {
     GOSSIP_WANT =
         19, /**< [19, leaf, ids(bin 8*n)]                  send me these records of a leaf */
     GOSSIP_IN_SYNC = 20, /**< [20, root]                                digests agree */
-    GOSSIP_MSG__MAX = 20
+    GOSSIP_WHOIS = 21,   /**< [21, id]           ask for a member's state and certificate */
+    GOSSIP_MSG__MAX = 21
 };
 
 /** Why a record travels (GOSSIP_REC kind). */
@@ -215,6 +216,10 @@ int gossip_enc_ids(struct gossip_enc *e, enum gossip_msg_type type, uint32_t ind
                    const uint64_t *ids, size_t n, size_t *written);
 int gossip_enc_prune(struct gossip_enc *e, bool disconnect);
 int gossip_enc_in_sync(struct gossip_enc *e, uint64_t root);
+/** WHOIS: ask the receiver for what it holds about member @p id (answered with
+ *  an ALIVE carrying the certificate), e.g. the origin of a record that could
+ *  not be verified yet. Decoded into u.member.id. */
+int gossip_enc_whois(struct gossip_enc *e, const char *id, size_t id_len);
 
 /** Encoded size of a record message (for packing decisions). */
 size_t gossip_rec_size(const struct crdt_rec_view *r);

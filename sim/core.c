@@ -6,6 +6,7 @@
 #include "crdt/hlc.h"
 #include "crypto/cert.h"
 #include "crypto/ctx.h"
+#include "crypto/recsig.h"
 #include "gossip/node.h"
 
 #include <stdio.h>
@@ -237,8 +238,10 @@ static void debug_dump(const struct core *c)
                     (unsigned long long)st->rejected[i]);
     if (c->ctx) {
         const struct smc_stats *cs = smc_ctx_stats(c->ctx);
-        fprintf(stderr, " | sealed=%llu opened=%llu certs=%llu", (unsigned long long)cs->sealed,
-                (unsigned long long)cs->opened, (unsigned long long)cs->certs_added);
+        fprintf(stderr, " | sealed=%llu opened=%llu certs=%llu prel=%llu pdrop=%llu pnow=%zu",
+                (unsigned long long)cs->sealed, (unsigned long long)cs->opened,
+                (unsigned long long)cs->certs_added, (unsigned long long)cs->pending_released,
+                (unsigned long long)cs->pending_dropped, smc_pending_count(c->ctx));
         for (int i = 0; i < SMC_R__COUNT; i++)
             if (cs->rejected[i])
                 fprintf(stderr, " %s=%llu", smc_reason_name((enum smc_reason)i),
