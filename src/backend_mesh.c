@@ -289,9 +289,12 @@ static double stat_fn(void *arg)
                                &s->prunes,         &s->ihave_ids,         &s->ae_rounds,
                                &s->ae_in_sync,     &s->ae_records_sent,   &s->probes,
                                &s->probe_timeouts, &s->indirect_probes,   &s->suspicions,
-                               &s->refutations,    &s->encode_overflow};
+                               &s->refutations,    &s->encode_overflow,   &s->receipt_misses,
+                               &s->whois_sent};
         return (double)*f[r->idx];
     }
+    case 7:
+        return (double)smc_ctx_stats(r->m->crypto)->rejected[r->idx];
     }
     return 0;
 }
@@ -314,7 +317,8 @@ static double mev_fn(void *arg)
 
 /* statref cells live as long as the store: one static-size array per mesh. */
 struct mesh_metrics {
-    struct statref refs[4 * SM_PKT__COUNT + SM_REJ__COUNT + SM_MEMBER_STATE__COUNT + 14];
+    struct statref refs[4 * SM_PKT__COUNT + SM_REJ__COUNT + SM_MEMBER_STATE__COUNT + 16 +
+                        SMC_R__COUNT];
 };
 
 static void register_metrics(struct mesh *m, struct mesh_metrics *mm)
@@ -352,17 +356,33 @@ static void register_metrics(struct mesh *m, struct mesh_metrics *mm)
         sm_metrics_gauge_fn(reg, "statemesh_members", "Mesh members by state", l, stat_fn,
                             &mm->refs[k++]);
     }
-    static const char *const evn[14] = {
+    static const char *const evn[16] = {
         "record_merged",  "record_duplicate", "graft",          "prune",          "ihave_id",
         "ae_round",       "ae_in_sync",       "ae_record_sent", "probe",          "probe_timeout",
-        "indirect_probe", "suspicion",        "refutation",     "encode_overflow"};
-    for (int i = 0; i < 14; i++) {
+        "indirect_probe", "suspicion",        "refutation",     "encode_overflow", "receipt_miss",
+        "whois"};
+    for (int i = 0; i < 16; i++) {
         snprintf(l, sizeof l, "event=\"%s\"", evn[i]);
         mm->refs[k] = (struct statref){m, 6, i};
         sm_metrics_counter_fn(reg, "statemesh_gossip_events_total",
                               "Protocol events of this node (dissemination, anti-entropy, "
                               "failure detection)",
                               l, stat_fn, &mm->refs[k++]);
+    }
+    /* why the envelope or a record signature was refused: the "envelope" and
+     * "record_sig" reasons above, told apart (replay, wrong CA, ...) */
+    for (int r = 1; m->crypto && r < SMC_R__COUNT; r++) {
+        char name[40];
+        const char *src = smc_reason_name((enum smc_reason)r);
+        size_t j = 0;
+        for (; src[j] && j + 1 < sizeof name; j++)
+            name[j] = (char)(src[j] >= 'A' && src[j] <= 'Z' ? src[j] - 'A' + 'a' : src[j]);
+        name[j] = '\0';
+        snprintf(l, sizeof l, "reason=\"%s\"", name);
+        mm->refs[k] = (struct statref){m, 7, r};
+        sm_metrics_counter_fn(reg, "statemesh_gossip_auth_rejected_total",
+                              "Packets and records refused by the security layer, by reason", l,
+                              stat_fn, &mm->refs[k++]);
     }
     for (int e = 0; e < SM_MEV__COUNT; e++) {
         snprintf(l, sizeof l, "event=\"%s\"", sm_member_event_name((enum sm_member_event)e));

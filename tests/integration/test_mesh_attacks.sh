@@ -28,7 +28,7 @@ trap cleanup EXIT
 
 n=0
 failed=0
-echo "1..21"
+echo "1..23"
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
 not_ok() {
     n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"
@@ -62,11 +62,12 @@ declare -A REJ EV
 read_metrics() {
     local body l k v
     body=$(curl -sf "$(url "$1" /metrics)") || return 1
-    body=$(grep -E '^statemesh_gossip_(rejected|events)_total' <<<"$body")
+    body=$(grep -E '^statemesh_gossip_(rejected|events|auth_rejected)_total' <<<"$body")
     REJ=() EV=()
     while read -r k v; do
         case $k in
         'statemesh_gossip_rejected_total{reason="'*) l=${k#*\"}; REJ[${l%%\"*}]=${v%.*} ;;
+        'statemesh_gossip_auth_rejected_total{reason="'*) l=${k#*\"}; REJ[auth_${l%%\"*}]=${v%.*} ;;
         'statemesh_gossip_events_total{event="'*) l=${k#*\"}; EV[${l%%\"*}]=${v%.*} ;;
         esac
     done <<<"$body"
@@ -75,7 +76,9 @@ read_metrics() {
 # The counters this test follows: rejection reasons, and records merged (that
 # changed the replica). Not duplicates: the flood echoes an accepted record
 # back a varying number of times, at varying moments.
-WATCHED="envelope record_sig record decode sender oversize_datagram"
+# (auth_*: the security layer's own reasons behind "envelope" and "record_sig")
+WATCHED="envelope record_sig record decode sender oversize_datagram auth_wrong_ca auth_badsig
+ auth_unknown_sender auth_replay auth_old_incarnation auth_unsigned auth_superseded"
 declare -A BASE
 mark() { # node: remember its counters
     read_metrics "$1" || return 1
@@ -158,22 +161,22 @@ sleep 0.5 # let the write's last pushes and acks settle before counting
 # ---- 1. senders whose key the cluster CA did not certify ----
 mark 0
 "$INJ" "${EVE[@]}" rec "$P0" evil:ca2 x
-check "sender with a certificate from another CA: n0 envelope rejected +1, nothing merged" \
-    expect 0 "envelope=1"
+check "sender with a certificate from another CA: n0 envelope rejected +1 (wrong_ca), nothing merged" \
+    expect 0 "envelope=1 auth_wrong_ca=1"
 mark 0
 "$INJ" --self-signed sybil rec "$P0" evil:self x
-check "sender with a self-signed certificate: envelope rejected +1, nothing merged" \
-    expect 0 "envelope=1"
+check "sender with a self-signed certificate: envelope rejected +1 (wrong_ca), nothing merged" \
+    expect 0 "envelope=1 auth_wrong_ca=1"
 mark 0
 "$INJ" "${EVE[@]}" --no-cert rec "$P0" evil:nocert x
-check "unknown sender without a certificate: envelope rejected +1, nothing merged" \
-    expect 0 "envelope=1"
+check "unknown sender without a certificate: envelope rejected +1 (unknown_sender), nothing merged" \
+    expect 0 "envelope=1 auth_unknown_sender=1"
 mark 0
 "$INJ" --self-signed n1 --no-cert --inc "$(($(now_ms) * 2))" --seq 999999 \
     --origin n1 rec "$P0" evil:n1 x
 "$INJ" --self-signed n1 --inc "$(($(now_ms) * 2))" --seq 999999 --origin n1 rec "$P0" evil:n1b x
-check "packets claiming to be n1, signed by an uncertified key (no cert, self-made cert): +2" \
-    expect 0 "envelope=2"
+check "packets claiming to be n1, signed by an uncertified key (no cert: badsig, self-made cert: wrong_ca): +2" \
+    expect 0 "envelope=2 auth_badsig=1 auth_wrong_ca=1"
 none_forged() {
     local k
     for k in evil:ca2 evil:self evil:nocert evil:n1 evil:n1b; do missing "$1" "$k" || return 1; done
@@ -190,8 +193,8 @@ check "mallory's certified packet (seq 1) is accepted: rep:1=one merged +1 on n0
     eval 'expect 0 "merged=1" && value_is 0 rep:1 one'
 mark 0
 "$INJ" raw "$P0" "$T/p1"
-check "the same packet replayed: envelope rejected +1, merged +0" \
-    expect 0 "envelope=1"
+check "the same packet replayed: envelope rejected +1 (replay), merged +0" \
+    expect 0 "envelope=1 auth_replay=1"
 mark 0
 "$INJ" "${MAL[@]}" --inc "$INC" --seq 2 --save "$T/p2" --version 2 rec "$P0" rep:1 two
 check "a newer state (seq 2, rep:1=two version 2) is accepted: merged +1" \
@@ -203,7 +206,7 @@ sleep 0.3
 mark 0
 "$INJ" raw "$P0" "$T/p2" "$T/p1" "$T/p2"
 check "replays of both after a newer local write: envelope +3, rep:1 still three (version 3) everywhere" \
-    eval 'expect 0 "envelope=3" && all_on "0 1 2" three && [ "$(header_of 0 rep:1 X-Statemesh-Version)" = 3 ]'
+    eval 'expect 0 "envelope=3 auth_replay=3" && all_on "0 1 2" three && [ "$(header_of 0 rep:1 X-Statemesh-Version)" = 3 ]'
 # a packet of the old incarnation, captured before mallory "restarted"
 "$INJ" "${MAL[@]}" --inc "$INC" --seq 3 --save "$T/p3" --no-send rec "$P0" rep:2 old
 mark 0
@@ -211,7 +214,7 @@ mark 0
 wait_for 5 value_is 0 rep:3 new
 "$INJ" raw "$P0" "$T/p3"
 check "after a restart (higher incarnation) a packet of the old incarnation is rejected: +1" \
-    eval 'expect 0 "merged=1 envelope=1" && missing 0 rep:2'
+    eval 'expect 0 "merged=1 envelope=1 auth_old_incarnation=1" && missing 0 rep:2'
 # a real packet signed by n0, captured and replayed to n1
 "$INJ" "${MAL[@]}" --inc $((INC + 1000)) --seq 2 capture "$P0" "$T/cap" &&
     mark 1 && "$INJ" raw "${UDP[1]}" "$T/cap"
@@ -233,13 +236,13 @@ sleep 0.3
 mark 0
 "$INJ" "${MAL[@]}" --origin n1 --version 9 rec "$P0" rel:1 forged
 check "record of origin n1 re-signed by relay mallory: record_sig +1, envelope +0, merged +0" \
-    expect 0 "record_sig=1"
+    expect 0 "record_sig=1 auth_badsig=1"
 mark 0
 "$INJ" "${MAL[@]}" --origin n1 --version 9 --sig-key "$T/certs/n1.key" --sig-value real \
     rec "$P0" rel:1 forged
 "$INJ" "${MAL[@]}" --origin n1 --version 9 --unsigned rec "$P0" rel:1 forged
 check "n1's signature over other bytes, and an unsigned n1 record: record_sig +2" \
-    expect 0 "record_sig=2"
+    expect 0 "record_sig=2 auth_badsig=1 auth_unsigned=1"
 mark 0
 "$INJ" "${MAL[@]}" --payload-sender n1 --origin n1 --version 9 --sig-key "$T/certs/n1.key" \
     rec "$P0" rel:1 forged
@@ -252,6 +255,22 @@ mark 0
 relayed() { value_is "$1" rel:ok relayed && [ "$(header_of "$1" rel:ok X-Statemesh-Origin)" = n1 ]; }
 check "control: n1's genuinely signed record relayed by mallory is accepted and spreads" \
     eval 'expect 0 "merged=1" && wait_for 5 all_on "0 1 2" relayed'
+
+# ---- 4. a re-issued certificate retires the old key ----
+"$C" cert issue --ca "$T/ca" --node-id trudy --out "$T/old" >/dev/null &&
+    sleep 0.05 && "$C" cert issue --ca "$T/ca" --node-id trudy --out "$T/new" >/dev/null ||
+    { echo "Bail out! cert issue failed"; exit 1; }
+TINC=$(now_ms)
+mark 0
+"$INJ" --cert "$T/new/trudy.cert" --key "$T/new/trudy.key" --ca "$T/ca/ca.pub" \
+    --inc "$TINC" --seq 1 rec "$P0" key:new fresh
+check "trudy's re-issued certificate is accepted: key:new merged +1" \
+    eval 'expect 0 "merged=1" && value_is 0 key:new fresh'
+mark 0
+"$INJ" --cert "$T/old/trudy.cert" --key "$T/old/trudy.key" --ca "$T/ca/ca.pub" \
+    --inc "$TINC" --seq 2 rec "$P0" key:old stale
+check "trudy's old key with its older certificate: envelope rejected +1 (superseded), nothing merged" \
+    eval 'expect 0 "envelope=1 auth_superseded=1" && missing 0 key:old'
 
 # ---- the daemons keep serving ----
 curl -sf -X PUT --data-binary done "$(url 0 /v1/kv/after:1)" >/dev/null
