@@ -2021,7 +2021,7 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
     if (page && (n->crypto ? env_auth : true) && !n->seed_heard &&
         (p->msgs[0].u.join.rooted || n->rejoin_tries >= 15))
         for (size_t i = 0; i < n->n_seeds; i++)
-            if (addr_eq(from, &n->seeds[i])) n->seed_heard = true;
+            if (addr_eq(from, &n->seeds[i])) n->seed_heard = n->sync_walk = true;
     struct reply rp = {.n = n, .to = from, .budget = authed ? SIZE_MAX : req_len, .cls = cls};
 
     for (size_t i = 0; i < p->n_msgs; i++) {
@@ -2363,7 +2363,8 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
         bool alone = n->n_alive_other == 0;
         if ((alone || !n->seed_heard) && n->n_seeds && t >= n->t_rejoin) {
             for (size_t i = 0; i < n->n_seeds; i++) send_join(n, &n->seeds[i]);
-            n->sync_walk = true;
+            /* not alone: only the answer that roots us is worth a walk */
+            n->sync_walk = alone;
             if (alone || ++n->rejoin_tries < 15) {
                 n->rejoin_wait = n->cfg.rejoin_interval_ms;
             } else if (n->rejoin_wait < 60000) {
