@@ -21,4 +21,4 @@ TESTS += tests/unit/test_config
 tests_unit_test_config_SOURCES = tests/unit/test_config.c src/daemon_config.c
 tests_unit_test_config_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS) $(YAML_LIBS)
 
-EXTRA_DIST += examples/statemeshd.yaml dist/statemeshd.service docs/api.md docs/config.md
+EXTRA_DIST += examples/statemeshd.yaml dist/statemeshd.service dist/statemesh-alerts.yml docs/api.md docs/config.md

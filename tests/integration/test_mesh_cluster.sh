@@ -33,7 +33,7 @@ trap cleanup EXIT
 
 n=0
 failed=0
-echo "1..11"
+echo "1..12"
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; for i in 0 1 2 3 4; do [ -f "$T/n$i.log" ] && tail -5 "$T/n$i.log" | sed "s/^/# n$i: /"; done; }
 skip() { n=$((n + 1)); echo "ok $n - $* # SKIP ${SKIP_WHY}"; }
@@ -121,6 +121,17 @@ sys.exit(0 if env >= 200 and over >= 200 else 1)"; }
 check "garbage and oversized datagrams are rejected and counted in /metrics" wait_for 5 rejected
 still() { up 0 >/dev/null && value_is 0 rec:1 v1; }
 check "n0 keeps serving after the flood" still
+# the example alerting rules only use families (and label values) a daemon exports
+alert_families() { curl -sf "$(url 0 /metrics)" | python3 -c "
+import re, sys
+have = sys.stdin.read()
+rules = open('$SM_SRCDIR/dist/statemesh-alerts.yml').read()
+used = set(re.findall(r'\b(statemesh_[a-z_]+?)(?:_bucket)?\b[\[{ )=]', rules))
+miss = [u for u in sorted(used) if not re.search('^' + u + r'(_bucket)?[{ ]', have, re.M)]
+ok = used and not miss and 'statemesh_members{state=\"dead\"}' in have
+print('# alert rules use:', ' '.join(sorted(used)), '| missing:', ' '.join(miss))
+sys.exit(0 if ok else 1)"; }
+check "every family the example alerting rules use is exported (dist/statemesh-alerts.yml)" alert_families
 
 if [ -z "${SM_IN_NETNS:-}" ]; then
     SKIP_WHY="needs root, iproute2 and nftables for a private network namespace"
