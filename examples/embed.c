@@ -10,10 +10,11 @@
  * The program opens a "mesh" store on an event loop it owns (ev_loop_new), so
  * libstatemesh shares the loop with whatever else the program does. It joins
  * the mesh through the --join seeds (statemeshd daemons or other embedders),
- * writes the --put records, and prints one line per change under --watch:
+ * writes the --put records, and prints one line per change of a key under
+ * --watch and one per change of mesh membership:
  *
  *   set KEY=VALUE origin=NODE     delete KEY origin=NODE     expire KEY origin=NODE
- *   member NODE STATE HOST:PORT   (mesh membership changes)
+ *   member NODE STATE HOST:PORT   (STATE: alive, suspect, dead, left)
  *
  * With --expect it exits 0 as soon as every KEY holds VALUE, 1 after
  * --timeout-s seconds (default 30). Without --expect it runs until SIGINT or
