@@ -2470,6 +2470,7 @@ struct sm_node *sm_node_new(const struct sm_node_config *cfg, struct crdt_replic
     n->t_shuffle = c->shuffle_interval_ms + rng_below(n, c->shuffle_interval_ms);
     n->sync_every = 60000;
     n->t_sync = UINT64_MAX;
+    n->seed_heard = true; /* no seeds (yet): this node is where others join */
     n->next = 0;
     return n;
 err:
