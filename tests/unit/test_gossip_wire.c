@@ -78,6 +78,8 @@ static size_t build_all(uint8_t *buf, size_t cap)
     assert_int_equal(gossip_enc_ids(&e, GOSSIP_LEAF_IDS, 1023, 0, ids, 1, &w), 0);
     assert_int_equal(gossip_enc_ids(&e, GOSSIP_WANT, 5, 0, ids + 1, 2, &w), 0);
     assert_int_equal(gossip_enc_in_sync(&e, 77), 0);
+    assert_int_equal(gossip_enc_whois(&e, "n-origin", 8), 0);
+    assert_int_equal(gossip_enc_sync(&e, GOSSIP_SYNC_PAGE, 0, 1), 0);
     return gossip_enc_finish(&e);
 }
 
@@ -91,7 +93,7 @@ static void test_roundtrip_every_type(void **state)
     assert_int_equal(pkt.sender_len, 2);
     assert_memory_equal(pkt.sender, "me", 2);
     assert_int_equal(pkt.sender_inc, 7);
-    assert_int_equal(pkt.n_msgs, 21);
+    assert_int_equal(pkt.n_msgs, 23);
     assert_int_equal(pkt.n_unknown, 0);
     const struct gossip_msg *m = pkt.msgs;
     assert_int_equal(m[0].type, GOSSIP_PING);
@@ -120,6 +122,7 @@ static void test_roundtrip_every_type(void **state)
     assert_int_equal(m[9].type, GOSSIP_SYNC_REQ);
     assert_int_equal(m[9].u.join.cursor, 300);
     assert_int_equal(m[10].u.join.cursor, 301);
+    assert_false(m[10].u.join.rooted);
     assert_int_equal(m[11].type, GOSSIP_REC);
     assert_int_equal(m[11].u.rec.kind, GOSSIP_RK_GRAFT);
     assert_int_equal(m[11].u.rec.round, 4);
@@ -158,6 +161,12 @@ static void test_roundtrip_every_type(void **state)
     assert_int_equal(m[19].u.ids.n_ids, 2);
     assert_int_equal(m[20].type, GOSSIP_IN_SYNC);
     assert_true(m[20].u.ids.root == 77);
+    assert_int_equal(m[21].type, GOSSIP_WHOIS);
+    assert_int_equal(m[21].u.member.id_len, 8);
+    assert_memory_equal(m[21].u.member.id, "n-origin", 8);
+    assert_int_equal(m[22].type, GOSSIP_SYNC_PAGE);
+    assert_int_equal(m[22].u.join.cursor, 0);
+    assert_true(m[22].u.join.rooted);
 }
 
 /* Every strict prefix of a valid packet is rejected, never accepted or crashing. */
