@@ -58,7 +58,8 @@ _Static_assert(GOSSIP_LEAVES == CRDT_DIGEST_LEAVES, "digest leaves mismatch");
 #define LAZY_CAP      256 /* ids waiting to be announced */
 #define FRESH_MAX     64  /* records to forward, per call */
 #define MAX_ACCUSERS  4
-#define GRAFT_TRIES   4 /* rounds over a missing record's announcers */
+#define GRAFT_TRIES   4  /* rounds over a missing record's announcers */
+#define EARLY_MAX     16 /* joiners told when we become rooted */
 #define MAINT_MS      500
 #define RUMOR_CAP     128 /* membership changes queued for piggybacking */
 #define RUMOR_PER_PKT 16  /* piggybacked per packet at most */
@@ -125,11 +126,14 @@ struct rumor {
 struct peer {
     struct member *m;
     bool eager;
-    bool chosen; /* picked by us (counts against active_view) */
-    uint8_t n_tx, n_rx;
-    uint64_t tx_at;            /* when the packet the receipt describes went out */
-    uint64_t tx_ids[RCPT_MAX]; /* records of our last packet to it, not yet receipted */
-    uint64_t rx_ids[RCPT_MAX]; /* records it sent us since its last receipt */
+    bool chosen;    /* picked by us (counts against active_view) */
+    bool confirmed; /* the peer has sent us something since the link was made */
+    uint8_t n_tx, n_rx, n_prev;
+    uint64_t linked_at;          /* when we made the link (or last asked for it again) */
+    uint64_t tx_at;              /* when the packet the receipt describes went out */
+    uint64_t tx_ids[RCPT_MAX];   /* records of our last packet to it, not yet receipted */
+    uint64_t prev_ids[RCPT_MAX]; /* receipted once: repeated in the next receipt */
+    uint64_t rx_ids[RCPT_MAX];   /* records it sent us since its last receipt */
 };
 
 struct relay {
@@ -233,6 +237,8 @@ struct sm_node {
     bool seed_heard;      /* a seed has answered since the last sm_node_join() */
     uint32_t rejoin_wait; /* retry period while not alone but unheard by the seeds */
     uint32_t rejoin_tries;
+    struct sm_addr early[EARLY_MAX]; /* joined through us before we were rooted */
+    size_t n_early;
 
     uint64_t t_probe, t_gossip, t_ae, t_maint, t_dead_probe, t_rejoin, t_shuffle, t_sweep;
     uint64_t t_sync;     /* next membership push-pull */
@@ -701,6 +707,7 @@ static struct peer *peer_add(struct sm_node *n, struct member *m, bool eager, bo
     p->m = m;
     p->eager = eager;
     p->chosen = chosen;
+    p->linked_at = n->now.mono_ms;
     m->peer = (int32_t)n->n_peers++;
     n->st.peers = n->n_peers;
     return p;
@@ -736,6 +743,23 @@ static struct member *random_live(struct sm_node *n, bool alive_only)
         if (alive_only ? m->state == SM_MEMBER_ALIVE : live_state(m->state)) return m;
     }
     return NULL;
+}
+
+/* A link we chose but never heard on: the link request (or its answer) may
+ * have been lost, leaving a link only we know about, over which nothing ever
+ * reaches us. Ask again every 500 ms until the peer answers. */
+static void links_check(struct sm_node *n)
+{
+    for (size_t i = 0; i < n->n_peers; i++) {
+        struct peer *p = &n->peers[i];
+        if (!p->chosen || p->confirmed || n->now.mono_ms - p->linked_at < 500) continue;
+        p->linked_at = n->now.mono_ms;
+        struct gossip_enc e;
+        size_t w;
+        pkt_begin(n, &e, SIZE_MAX);
+        if (gossip_enc_ids(&e, GOSSIP_GRAFT, 0, 0, NULL, 0, &w) == 0)
+            pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
+    }
 }
 
 static void peers_fill(struct sm_node *n)
@@ -1016,9 +1040,16 @@ static void lazy_add(struct sm_node *n, uint64_t id, uint8_t round)
 static void link_begin(struct sm_node *n, struct peer *p, struct gossip_enc *e)
 {
     pkt_begin(n, e, SIZE_MAX);
-    if (p->n_tx) {
-        size_t w = 0;
-        (void)gossip_enc_ids(e, GOSSIP_IHAVE, GOSSIP_ROUND_RECEIPT, 0, p->tx_ids, p->n_tx, &w);
+    if (p->n_tx || p->n_prev) {
+        /* every id is receipted twice (a lost receipt is covered by the
+         * next one): the last packet's, then the one before */
+        uint64_t ids[2 * RCPT_MAX];
+        size_t k = 0, w = 0;
+        for (unsigned i = 0; i < p->n_tx; i++) ids[k++] = p->tx_ids[i];
+        for (unsigned i = 0; i < p->n_prev; i++) ids[k++] = p->prev_ids[i];
+        (void)gossip_enc_ids(e, GOSSIP_IHAVE, GOSSIP_ROUND_RECEIPT, 0, ids, k, &w);
+        memcpy(p->prev_ids, p->tx_ids, p->n_tx * sizeof(p->tx_ids[0]));
+        p->n_prev = p->n_tx;
         p->n_tx = 0;
     }
 }
@@ -1068,7 +1099,9 @@ static void receipts_tick(struct sm_node *n)
 {
     for (size_t pi = 0; pi < n->n_peers; pi++) {
         struct peer *p = &n->peers[pi];
-        if (!p->n_tx || n->now.mono_ms - p->tx_at < n->cfg.gossip_interval_ms) continue;
+        if ((!p->n_tx && !p->n_prev) || n->now.mono_ms - p->tx_at < n->cfg.gossip_interval_ms)
+            continue;
+        p->tx_at = n->now.mono_ms; /* the second receipt one tick later */
         struct gossip_enc e;
         link_begin(n, p, &e);
         pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
@@ -1078,7 +1111,7 @@ static void receipts_tick(struct sm_node *n)
 static bool receipts_pending(const struct sm_node *n)
 {
     for (size_t pi = 0; pi < n->n_peers; pi++)
-        if (n->peers[pi].n_tx) return true;
+        if (n->peers[pi].n_tx || n->peers[pi].n_prev) return true;
     return false;
 }
 
@@ -1422,6 +1455,16 @@ static void on_graft(struct sm_node *n, const struct gossip_msg *msg, struct mem
     if (src) {
         struct peer *p = peer_inbound(n, src, true);
         if (p) p->eager = true;
+        if (p && !msg->u.ids.n_ids) {
+            /* a link request: acknowledge it (an empty receipt), so the
+             * requester knows the link exists on both sides */
+            struct gossip_enc a;
+            size_t w;
+            pkt_begin(n, &a, SIZE_MAX);
+            if (gossip_enc_ids(&a, GOSSIP_IHAVE, GOSSIP_ROUND_RECEIPT, 0, NULL, 0, &w) == 0)
+                pkt_send(n, from, &a, SM_PKT_DATA, 0);
+            return;
+        }
     }
     struct gossip_enc e;
     pkt_begin(n, &e, SIZE_MAX);
@@ -2019,14 +2062,27 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             notice(n, src, from);
         }
     }
+    if (src && src->peer >= 0) n->peers[src->peer].confirmed = true;
     bool page = p->n_msgs && p->msgs[0].type == GOSSIP_SYNC_PAGE;
     /* joined: a seed answered, and that seed is itself joined (else we would
      * only be part of its island); when every seed lists the others and none
      * is rooted, an answer counts after a while anyway */
     if (page && (n->crypto ? env_auth : true) && !n->seed_heard &&
         (p->msgs[0].u.join.rooted || n->rejoin_tries >= 15))
-        for (size_t i = 0; i < n->n_seeds; i++)
-            if (addr_eq(from, &n->seeds[i])) n->seed_heard = n->sync_walk = true;
+        for (size_t i = 0; i < n->n_seeds && !n->seed_heard; i++)
+            if (addr_eq(from, &n->seeds[i])) {
+                n->seed_heard = n->sync_walk = true;
+                /* those who joined through us while we were not rooted wait
+                 * for a rooted answer: give it now rather than at their next
+                 * retry, so rooting runs down a chain of joins at network
+                 * speed instead of one retry period per hop */
+                for (size_t k = 0; k < n->n_early; k++) {
+                    struct reply er = {
+                        .n = n, .to = &n->early[k], .budget = SIZE_MAX, .cls = SM_PKT_MEMBER};
+                    send_page(n, &er, 0, NULL);
+                }
+                n->n_early = 0;
+            }
     struct reply rp = {.n = n, .to = from, .budget = authed ? SIZE_MAX : req_len, .cls = cls};
 
     for (size_t i = 0; i < p->n_msgs; i++) {
@@ -2071,6 +2127,11 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             }
             rp.to = from;
             send_page(n, &rp, 0, src);
+            if (!n->seed_heard && n->n_early < EARLY_MAX) {
+                bool dup = false;
+                for (size_t k = 0; k < n->n_early && !dup; k++) dup = addr_eq(&n->early[k], from);
+                if (!dup) n->early[n->n_early++] = *from;
+            }
             break;
         case GOSSIP_SYNC_REQ:
             send_page(n, &rp, m->u.join.cursor, src);
@@ -2093,9 +2154,19 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
              * lost), unless we just dropped it ourselves and the push
              * crossed our prune: re-adding then would leave a link only
              * we know about, and such one-sided links pile up */
-            if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer < 0 &&
-                (!src->unlinked || n->now.mono_ms - src->unlinked > 2000))
-                peer_inbound(n, src, true);
+            if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer < 0) {
+                if (!src->unlinked || n->now.mono_ms - src->unlinked > 2000) {
+                    peer_inbound(n, src, true);
+                } else if (i == 0 || p->msgs[0].type == GOSSIP_IHAVE) {
+                    /* it still pushes to us: our prune was lost; repeat it
+                     * (once per packet), or it would keep a link we do not
+                     * have and wait on it for records that never come */
+                    struct gossip_enc pe;
+                    pkt_begin(n, &pe, SIZE_MAX);
+                    if (gossip_enc_prune(&pe, true) == 0)
+                        pkt_send(n, &src->addr, &pe, SM_PKT_DATA, 0);
+                }
+            }
             if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer >= 0) {
                 struct peer *pp = &n->peers[src->peer];
                 if (pp->n_rx < RCPT_MAX) pp->rx_ids[pp->n_rx++] = crdt_rec_digest(&m->u.rec.v);
@@ -2403,6 +2474,7 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
             n->t_shuffle = t + n->cfg.shuffle_interval_ms;
         }
         peers_fill(n);
+        links_check(n);
         if (n->crypto) smc_pending_expire(n->crypto, now.wall_ms);
         n->st.local_health = n->lh;
     }

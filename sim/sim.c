@@ -315,6 +315,9 @@ static void replica_changed(struct sim *s, uint32_t id)
             uint32_t ti = s->active[ai];
             if (s->hooks.spread) s->hooks.spread(s->hooks.arg, s, ti, tr->holders, s->live);
             uint32_t before = s->nactive;
+            if (tr->holders >= s->live && s->now - tr->start > 800 * SIM_US && getenv("SIM_DEBUG"))
+                fprintf(stderr, "slow update %s: last holder n%" PRIu32 " after %.0f ms\n", tr->key,
+                        id, (double)(s->now - tr->start) / SIM_US);
             track_complete_check(s, ai);
             if (s->nactive < before) continue; /* slot ai now holds another track */
         }
