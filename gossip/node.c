@@ -2063,6 +2063,7 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
         }
     }
     if (src && src->peer >= 0) n->peers[src->peer].confirmed = true;
+    uint64_t refutations0 = n->st.refutations;
     bool page = p->n_msgs && p->msgs[0].type == GOSSIP_SYNC_PAGE;
     /* joined: a seed answered, and that seed is itself joined (else we would
      * only be part of its island); when every seed lists the others and none
@@ -2212,6 +2213,16 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
     /* an ack (or any reply) carries piggybacked rumors */
     if (rp.open && rp.cls == SM_PKT_PROBE) piggyback(n, &rp.e);
     reply_flush(&rp);
+    /* this packet made us refute (it told us we are suspect or dead): the
+     * refutation goes straight back to the sender, which is most likely our
+     * accuser, instead of only along the links, which may not reach it
+     * before its suspicion timer runs out */
+    if (n->st.refutations != refutations0) {
+        /* (to a sender we cannot authenticate, no more than it sent us) */
+        struct gossip_enc e;
+        pkt_begin(n, &e, authed ? SIZE_MAX : req_len);
+        if (enc_member_state(n, &e, n->self) == 0) pkt_send(n, from, &e, SM_PKT_MEMBER, 0);
+    }
     fresh_flush(n);
     return 0;
 }

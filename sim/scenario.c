@@ -86,7 +86,13 @@ static void on_member(void *arg, struct sim *s, uint32_t observer, uint32_t subj
         }
         return;
     }
-    if (sim_node_up(s, subject) && sim_node_up(s, observer)) r->fp++;
+    if (sim_node_up(s, subject) && sim_node_up(s, observer)) {
+        r->fp++;
+        if (getenv("SIM_DEBUG"))
+            fprintf(stderr, "false positive at %.3f s: n%" PRIu32 " declared n%" PRIu32 " dead%s\n",
+                    (double)sim_now(s) / SIM_US / 1000.0, observer, subject,
+                    subject == r->slow ? " (the slow node)" : "");
+    }
 }
 
 static void on_spread(void *arg, struct sim *s, uint32_t update, uint32_t holders, uint32_t live)
