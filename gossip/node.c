@@ -88,6 +88,7 @@ struct member {
     uint8_t cert_left;          /* packets to it that still carry our certificate */
     uint64_t unlinked;          /* when we last dropped our link to it (0: never) */
     bool accused;               /* we suspect it from our own probe */
+    bool verifying;             /* our own check before a heard-of suspicion expires */
 };
 
 /* A new (or restarted) peer may not know our certificate yet, so the first
@@ -180,6 +181,7 @@ struct sm_node {
     uint64_t env_seq;
     bool left;
     bool hold;            /* sm_node_hold(): published records wait for sm_node_flush() */
+    bool accused_now;     /* the packet being processed says we are suspect or dead */
     int busy;             /* re-entrancy depth (callbacks) */
     uint64_t last_change; /* mono ms of the last local or remote replica change */
     uint64_t t_ae_ack;    /* no digest rides on an ack before this */
@@ -495,7 +497,7 @@ static void set_state(struct sm_node *n, struct member *m, uint8_t st)
         if (vec_push(&n->dead, &n->n_dead, &n->cap_dead, m) == 0) m->in_dead = true;
     }
     if (!is_live && m->peer >= 0) peer_remove(n, m);
-    if (st != SM_MEMBER_SUSPECT) m->n_acc = 0, m->accused = false;
+    if (st != SM_MEMBER_SUSPECT) m->n_acc = 0, m->accused = false, m->verifying = false;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -885,6 +887,7 @@ static void start_suspect(struct sm_node *n, struct member *m, const char *from,
     set_state(n, m, SM_MEMBER_SUSPECT);
     m->susp_start = n->now.mono_ms;
     m->n_acc = 0;
+    m->verifying = false;
     add_accuser(m, from, fl);
     susp_update_deadline(n, m);
     rumor_queue(n, m, GOSSIP_SUSPECT, from, fl);
@@ -901,6 +904,7 @@ static void on_suspect(struct sm_node *n, const char *id, size_t idl, uint64_t i
 {
     if (is_self_id(n, id, idl)) {
         if (inc >= n->self->inc) refute(n, inc);
+        n->accused_now = true; /* (an old incarnation: the sender missed our refutation) */
         return;
     }
     struct member *m = mfind(n, id, idl);
@@ -939,6 +943,7 @@ static void on_dead(struct sm_node *n, uint8_t type, const char *id, size_t idl,
     if (is_self_id(n, id, idl)) {
         if (type == GOSSIP_LEAVE && n->left) return;
         if (inc >= n->self->inc) refute(n, inc);
+        n->accused_now = true;
         return;
     }
     struct member *m = mfind(n, id, idl);
@@ -2063,7 +2068,7 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
         }
     }
     if (src && src->peer >= 0) n->peers[src->peer].confirmed = true;
-    uint64_t refutations0 = n->st.refutations;
+    n->accused_now = false;
     bool page = p->n_msgs && p->msgs[0].type == GOSSIP_SYNC_PAGE;
     /* joined: a seed answered, and that seed is itself joined (else we would
      * only be part of its island); when every seed lists the others and none
@@ -2213,11 +2218,11 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
     /* an ack (or any reply) carries piggybacked rumors */
     if (rp.open && rp.cls == SM_PKT_PROBE) piggyback(n, &rp.e);
     reply_flush(&rp);
-    /* this packet made us refute (it told us we are suspect or dead): the
-     * refutation goes straight back to the sender, which is most likely our
-     * accuser, instead of only along the links, which may not reach it
-     * before its suspicion timer runs out */
-    if (n->st.refutations != refutations0) {
+    /* this packet told us we are suspect or dead (and made us refute, or
+     * named an incarnation we already refuted): our current state goes
+     * straight back to the sender, most likely the accuser, instead of only
+     * along the links, which may not reach it before its timer runs out */
+    if (n->accused_now) {
         /* (to a sender we cannot authenticate, no more than it sent us) */
         struct gossip_enc e;
         pkt_begin(n, &e, authed ? SIZE_MAX : req_len);
@@ -2286,6 +2291,16 @@ static void reap_and_suspicion(struct sm_node *n)
             m->in_susp = false;
             n->susp[i] = n->susp[--n->n_susp];
             continue;
+        }
+        if (m->susp_deadline <= now && !m->accused && !m->verifying) {
+            /* we only heard of this suspicion and may have missed the
+             * refutation: look for ourselves first (two direct pings: an
+             * ack's header carries the member's current incarnation, which
+             * revives it here) before declaring a death */
+            m->verifying = true;
+            send_ping(n, m, ++n->seq, false);
+            send_ping(n, m, n->seq, false);
+            m->susp_deadline = now + scaled(n, 2 * n->cfg.probe_timeout_ms);
         }
         if (m->susp_deadline <= now) {
             m->in_susp = false;
