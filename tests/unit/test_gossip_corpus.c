@@ -1,4 +1,5 @@
-/* test_gossip_corpus.c: replays every fuzz corpus file through the receive path (and makes seeds). */
+/* test_gossip_corpus.c: replays every fuzz corpus file through the receive path (and makes seeds).
+ */
 #include "config.h"
 
 #include <dirent.h>
@@ -64,8 +65,13 @@ static int generate(const char *dir)
     uint8_t pay[1400], pkt[1600];
     struct sm_addr a = {.len = 1, .b = {1}};
     uint64_t ids[4] = {1, 2, 3, 4}, groups[GOSSIP_GROUPS] = {0};
-    struct crdt_rec_view r = {.key = "k1", .key_len = 2, .value = (const uint8_t *)"zz",
-                              .value_len = 2, .version = 9, .hlc = 77, .origin = "fz1",
+    struct crdt_rec_view r = {.key = "k1",
+                              .key_len = 2,
+                              .value = (const uint8_t *)"zz",
+                              .value_len = 2,
+                              .version = 9,
+                              .hlc = 77,
+                              .origin = "fz1",
                               .origin_len = 3};
     int n = 0;
     for (int t = 1; t <= GOSSIP_MSG__MAX; t++) {
@@ -73,28 +79,57 @@ static int generate(const char *dir)
         size_t w;
         gossip_enc_begin(&e, pay, sizeof(pay), "fz1", 3, 5);
         switch (t) {
-        case GOSSIP_PING: gossip_enc_probe(&e, t, 1, "fz0", 3, NULL); break;
+        case GOSSIP_PING:
+            gossip_enc_probe(&e, t, 1, "fz0", 3, NULL);
+            break;
         case GOSSIP_ACK:
-        case GOSSIP_NACK: gossip_enc_probe(&e, t, 1, NULL, 0, NULL); break;
-        case GOSSIP_PING_REQ: gossip_enc_probe(&e, t, 2, "fz2", 3, &a); break;
-        case GOSSIP_ALIVE: gossip_enc_alive(&e, "fz2", 3, 4, &a, NULL, 0); break;
+        case GOSSIP_NACK:
+            gossip_enc_probe(&e, t, 1, NULL, 0, NULL);
+            break;
+        case GOSSIP_PING_REQ:
+            gossip_enc_probe(&e, t, 2, "fz2", 3, &a);
+            break;
+        case GOSSIP_ALIVE:
+            gossip_enc_alive(&e, "fz2", 3, 4, &a, NULL, 0);
+            break;
         case GOSSIP_SUSPECT:
-        case GOSSIP_DEAD: gossip_enc_member(&e, t, "fz0", 3, 0, "fz1", 3); break;
-        case GOSSIP_LEAVE: gossip_enc_member(&e, t, "fz1", 3, 6, NULL, 0); break;
-        case GOSSIP_JOIN: gossip_enc_join(&e, &a, NULL, 0, 8); break;
+        case GOSSIP_DEAD:
+            gossip_enc_member(&e, t, "fz0", 3, 0, "fz1", 3);
+            break;
+        case GOSSIP_LEAVE:
+            gossip_enc_member(&e, t, "fz1", 3, 6, NULL, 0);
+            break;
+        case GOSSIP_JOIN:
+            gossip_enc_join(&e, &a, NULL, 0, 8);
+            break;
         case GOSSIP_SYNC_REQ:
-        case GOSSIP_SYNC_PAGE: gossip_enc_sync(&e, t, 0, 4); break;
-        case GOSSIP_REC: gossip_enc_rec(&e, GOSSIP_RK_EAGER, 1, &r); break;
+        case GOSSIP_SYNC_PAGE:
+            gossip_enc_sync(&e, t, 0, 4);
+            break;
+        case GOSSIP_REC:
+            gossip_enc_rec(&e, GOSSIP_RK_EAGER, 1, &r);
+            break;
         case GOSSIP_IHAVE:
         case GOSSIP_GRAFT:
         case GOSSIP_LEAF_IDS:
-        case GOSSIP_WANT: gossip_enc_ids(&e, t, 3, 0, ids, 4, &w); break;
-        case GOSSIP_PRUNE: gossip_enc_prune(&e, false); break;
-        case GOSSIP_DIGEST: gossip_enc_ids(&e, t, 0, 5, groups, GOSSIP_GROUPS, &w); break;
+        case GOSSIP_WANT:
+            gossip_enc_ids(&e, t, 3, 0, ids, 4, &w);
+            break;
+        case GOSSIP_PRUNE:
+            gossip_enc_prune(&e, false);
+            break;
+        case GOSSIP_DIGEST:
+            gossip_enc_ids(&e, t, 0, 5, groups, GOSSIP_GROUPS, &w);
+            break;
         case GOSSIP_DIGEST_LEAVES:
             gossip_enc_ids(&e, t, 2, 0, groups, GOSSIP_GROUP_LEAVES, &w);
             break;
-        case GOSSIP_IN_SYNC: gossip_enc_in_sync(&e, 5); break;
+        case GOSSIP_IN_SYNC:
+            gossip_enc_in_sync(&e, 5);
+            break;
+        case GOSSIP_WHOIS:
+            gossip_enc_whois(&e, "fz2", 3);
+            break;
         }
         size_t len = gossip_enc_finish(&e);
         for (int mode = 0; mode < 2; mode++) {
