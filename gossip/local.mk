@@ -16,5 +16,5 @@ check_PROGRAMS += tests/unit/test_gossip_corpus
 TESTS += tests/unit/test_gossip_corpus
 tests_unit_test_gossip_corpus_SOURCES = tests/unit/test_gossip_corpus.c
 tests_unit_test_gossip_corpus_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
-EXTRA_DIST += tests/fuzz/fuzz_recv.c tests/fuzz/corpus
+EXTRA_DIST += tests/fuzz/fuzz_recv.c tests/data/gossip-corpus
 dist_noinst_SCRIPTS += tests/fuzz/run.sh

@@ -16,6 +16,6 @@ clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
     "$SRC/tests/fuzz/fuzz_recv.c" "$SRC/gossip/wire.c" "$SRC/gossip/node.c" \
     "$SRC/crdt/record.c" "$SRC/crdt/replica.c" $(ls "$SRC"/crypto/*.c) "$SRC/src/error.c" \
     -lsodium -lmsgpackc -lxxhash -lm -o "$OUT/fuzz_recv"
-cp -n "$SRC"/tests/fuzz/corpus/* "$OUT/corpus/" 2>/dev/null || true
+cp -n "$SRC"/tests/data/gossip-corpus/* "$OUT/corpus/" 2>/dev/null || true
 exec "$OUT/fuzz_recv" -max_total_time="$SECS" -max_len=1500 -timeout=10 \
-    -artifact_prefix="$OUT/" "$OUT/corpus" "$SRC/tests/fuzz/corpus"
+    -artifact_prefix="$OUT/" "$OUT/corpus" "$SRC/tests/data/gossip-corpus"

@@ -28,7 +28,7 @@ static void test_replay_corpus(void **state)
     (void)state;
     const char *src = getenv("SM_SRCDIR");
     char dir[4096], path[4096 + 256];
-    snprintf(dir, sizeof(dir), "%s/tests/fuzz/corpus", src ? src : ".");
+    snprintf(dir, sizeof(dir), "%s/tests/data/gossip-corpus", src ? src : ".");
     DIR *d = opendir(dir);
     assert_non_null(d);
     fz_setup();
