@@ -983,6 +983,21 @@ static struct recent *recent_add(struct sm_node *n, uint64_t id, unsigned leaf, 
     return r;
 }
 
+/* The missing entry for record @p id; a new one (with @p round and @p
+ * deadline) when there is none and room; NULL when the table is full. */
+static struct missing *missing_get(struct sm_node *n, uint64_t id, uint8_t round, uint64_t deadline)
+{
+    for (size_t k = 0; k < n->n_missing; k++)
+        if (n->missing[k].id == id) return &n->missing[k];
+    if (n->n_missing >= MAX_MISSING) return NULL;
+    struct missing *ms = &n->missing[n->n_missing++];
+    memset(ms, 0, sizeof(*ms));
+    ms->id = id;
+    ms->round = round;
+    ms->deadline = deadline;
+    return ms;
+}
+
 static void missing_drop(struct sm_node *n, uint64_t id)
 {
     for (size_t i = 0; i < n->n_missing; i++)
@@ -1131,16 +1146,8 @@ static void on_receipt(struct sm_node *n, const struct gossip_msg *msg, struct m
         bool got = false;
         for (unsigned k = 0; k < p->n_rx && !got; k++) got = p->rx_ids[k] == id;
         if (got || recent_find(n, id)) continue;
-        struct missing *ms = NULL;
-        for (size_t k = 0; k < n->n_missing; k++)
-            if (n->missing[k].id == id) ms = &n->missing[k];
-        if (!ms) {
-            if (n->n_missing >= MAX_MISSING) continue;
-            ms = &n->missing[n->n_missing++];
-            memset(ms, 0, sizeof(*ms));
-            ms->id = id;
-            ms->round = 1;
-        }
+        struct missing *ms = missing_get(n, id, 1, 0);
+        if (!ms) continue;
         /* this peer had it: ask it first, now */
         ms->deadline = n->now.mono_ms;
         bool dup = false;
@@ -1401,17 +1408,9 @@ static void on_ihave(struct sm_node *n, const struct gossip_msg *msg, struct mem
             if (src->peer >= 0) r->knows |= 1u << src->peer;
             continue;
         }
-        struct missing *ms = NULL;
-        for (size_t k = 0; k < n->n_missing; k++)
-            if (n->missing[k].id == id) ms = &n->missing[k];
-        if (!ms) {
-            if (n->n_missing >= MAX_MISSING) continue;
-            ms = &n->missing[n->n_missing++];
-            memset(ms, 0, sizeof(*ms));
-            ms->id = id;
-            ms->round = msg->u.ids.round;
-            ms->deadline = n->now.mono_ms + n->cfg.graft_timeout_ms;
-        }
+        struct missing *ms =
+            missing_get(n, id, msg->u.ids.round, n->now.mono_ms + n->cfg.graft_timeout_ms);
+        if (!ms) continue;
         bool dup = false;
         for (unsigned k = 0; k < ms->n_ann; k++) dup |= ms->ann[k] == src;
         if (!dup && ms->n_ann < MAX_ANNOUNCE) ms->ann[ms->n_ann++] = src;
