@@ -84,29 +84,6 @@ static void spin(double seconds)
 
 static const char *const classes[4] = {"probe", "member", "data", "ae"};
 
-/* Bytes sent by every node, in total and by packet class. */
-static double tx_bytes(double by_class[4])
-{
-    double total = 0;
-    for (int c = 0; c < 4; c++) by_class[c] = 0;
-    for (int i = 0; i < N; i++) {
-        char *m = sm_metrics_render(nodes[i].st);
-        for (char *p = m; (p = strstr(p, "statemesh_gossip_bytes_total{direction=\"out\"")); p++) {
-            char *sp = strchr(p, '}');
-            if (!sp) continue;
-            double v = strtod(sp + 1, NULL);
-            total += v;
-            for (int c = 0; c < 4; c++) {
-                char t[32];
-                snprintf(t, sizeof t, "type=\"%s\"}", classes[c]);
-                if (strncmp(sp - strlen(t) + 1, t, strlen(t)) == 0) by_class[c] += v;
-            }
-        }
-        free(m);
-    }
-    return total;
-}
-
 /* Sum over every node of the metric samples whose line starts with @p prefix. */
 static double metric_sum(const char *prefix)
 {
@@ -118,6 +95,20 @@ static double metric_sum(const char *prefix)
             if (sp) total += strtod(sp + 1, NULL);
         }
         free(m);
+    }
+    return total;
+}
+
+/* Bytes sent by every node, in total and by packet class. */
+static double tx_bytes(double by_class[4])
+{
+    double total = 0;
+    for (int c = 0; c < 4; c++) {
+        char prefix[96];
+        snprintf(prefix, sizeof prefix,
+                 "statemesh_gossip_bytes_total{direction=\"out\",type=\"%s\"}", classes[c]);
+        by_class[c] = metric_sum(prefix);
+        total += by_class[c];
     }
     return total;
 }
