@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -100,6 +101,17 @@ static int parse_port(const char *s)
     return (int)v;
 }
 
+/* The PORT (first) argument of a subcommand taking @p min..@p max arguments;
+ * -1 once the usage or the bad port has been reported. */
+static int port_arg(int argc, int min, int max, char **argv)
+{
+    if (argc < min || argc > max) {
+        fputs(usage, stderr);
+        return -1;
+    }
+    return parse_port(argv[0]);
+}
+
 static int send_to(int port, const uint8_t *buf, size_t len)
 {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -139,11 +151,7 @@ static int write_file(const char *path, const uint8_t *buf, size_t len)
 /* `raw PORT FILE...`: replay captured or saved datagrams byte for byte. */
 static int cmd_raw(int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(usage, stderr);
-        return 2;
-    }
-    int port = parse_port(argv[0]);
+    int port = port_arg(argc, 2, INT_MAX, argv);
     if (port < 0) return 2;
     uint8_t *buf = malloc(RAW_CAP);
     if (!buf) {
@@ -291,11 +299,7 @@ static int sender_seal(const struct opts *o, struct sender *s, struct gossip_enc
 /* `rec PORT KEY VALUE`: one sealed packet with one record message. */
 static int cmd_rec(const struct opts *o, int argc, char **argv)
 {
-    if (argc != 3) {
-        fputs(usage, stderr);
-        return 2;
-    }
-    int port = parse_port(argv[0]);
+    int port = port_arg(argc, 3, 3, argv);
     if (port < 0) return 2;
     struct sender s;
     if (sender_open(o, &s) != 0) return 1;
@@ -327,11 +331,7 @@ out:
  */
 static int cmd_capture(const struct opts *o, int argc, char **argv)
 {
-    if (argc != 2) {
-        fputs(usage, stderr);
-        return 2;
-    }
-    int port = parse_port(argv[0]);
+    int port = port_arg(argc, 2, 2, argv);
     if (port < 0) return 2;
     struct sender s;
     if (sender_open(o, &s) != 0) return 1;
