@@ -344,6 +344,43 @@ static struct member *mfind(const struct sm_node *n, const char *id, size_t len)
     }
 }
 
+void sm_node_prefetch(const struct sm_node *n, int stage, const char *sender, size_t len)
+{
+    if (!n) return;
+    if (stage == 0) {
+        /* the lines every receive reads */
+        __builtin_prefetch(&n->cfg.cb);
+        __builtin_prefetch(&n->rep);
+        __builtin_prefetch(&n->st.pkts_recv);
+        __builtin_prefetch(&n->self);
+        __builtin_prefetch(&n->peers[0]);
+        __builtin_prefetch(&n->peers[1]);
+        __builtin_prefetch(&n->peers[2]);
+        __builtin_prefetch(&n->peers[3]);
+        __builtin_prefetch(&n->n_peers);
+        __builtin_prefetch(&n->recent_pos);
+        __builtin_prefetch(&n->fresh_buf);
+        __builtin_prefetch(&n->t_probe);
+        return;
+    }
+    if (stage == 1) {
+        /* the peers' members: forwarding reads their addresses */
+        size_t np = n->n_peers < MAX_PEERS ? n->n_peers : MAX_PEERS;
+        for (size_t i = 0; i < np; i++) {
+            const struct member *m = n->peers[i].m;
+            if (!m) continue;
+            __builtin_prefetch(m);
+            __builtin_prefetch(&m->addr);
+        }
+    }
+    if (!len || len > CRDT_MAX_ORIGIN || !n->tab) return;
+    const struct slot *sl = &n->tab[id_hash(sender, len) & (n->tab_cap - 1)];
+    if (stage == 1)
+        __builtin_prefetch(sl);
+    else if (sl->m)
+        __builtin_prefetch(sl->m);
+}
+
 static void tab_put(struct slot *tab, size_t cap, struct member *m)
 {
     size_t i = m->hash & (cap - 1);

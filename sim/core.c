@@ -316,6 +316,27 @@ static bool core_knows(void *p, uint32_t id)
     return m.state == SM_MEMBER_ALIVE || m.state == SM_MEMBER_SUSPECT;
 }
 
+static void core_prefetch(void *p, int stage, uint32_t from)
+{
+    const struct core *c = p;
+    if (stage == 0) {
+        __builtin_prefetch(c);
+        return;
+    }
+    char id[16];
+    size_t len = 0;
+    if (from != UINT32_MAX && stage >= 2) {
+        /* "n<from>", as node_name() spells it */
+        char digits[10];
+        size_t nd = 0;
+        do digits[nd++] = (char)('0' + from % 10);
+        while ((from /= 10) && nd < sizeof(digits));
+        id[len++] = 'n';
+        while (nd) id[len++] = digits[--nd];
+    }
+    sm_node_prefetch(c->node, stage - 1, id, len);
+}
+
 const struct sim_proto sim_proto_core = {
     .name = "gossip",
     .node_new = core_new,
@@ -326,4 +347,5 @@ const struct sim_proto sim_proto_core = {
     .write = core_write,
     .incarnation = core_incarnation,
     .knows = core_knows,
+    .prefetch = core_prefetch,
 };

@@ -51,6 +51,9 @@ static const char usage[] =
     "      --reorder P         delay packets by up to 2x the max latency with probability P\n"
     "      --skew-ms S         per-node wall-clock skew drawn from [-S, S] ms (default 0)\n"
     "      --warmup-ms W       override the warm-up\n"
+    "      --threads T         run each millisecond's events on T threads, 1..16 (default:\n"
+    "                          the online CPUs, at most 4); every T gives the same result,\n"
+    "                          bit for bit; a latency under 1 ms makes the run serial\n"
     "      --protocol P        gossip (the real core, default) or flood (a trivial test\n"
     "                          protocol: every write sent to every node; no membership)\n"
     "  -j, --json              print one JSON object with the results on stdout\n"
@@ -75,6 +78,40 @@ static const char usage[] =
     "  statemesh-sim --scenario converge --nodes 10000 --seed 1 --json --csv spread.csv\n";
 
 static const char *prog = "statemesh-sim";
+
+/*
+ * A 10,000-node run keeps ~3 GB of small allocations and touches them at
+ * random: with 4 KiB pages most of its time went to TLB misses and to
+ * first-touch page faults (very dear in a virtual machine). glibc puts
+ * malloc's heap on transparent huge pages only when the process starts with
+ * GLIBC_TUNABLES=glibc.malloc.hugetlb=1, so the simulator re-executes itself
+ * once with it (same pid, same arguments). STATEMESH_SIM_HUGETLB=0 turns this
+ * off; it is skipped under valgrind (an exec would leave the tool) and when
+ * the kernel has transparent huge pages disabled.
+ */
+static void hugetlb_reexec(char **argv)
+{
+    const char *off = getenv("STATEMESH_SIM_HUGETLB");
+    if (off && !strcmp(off, "0")) return;
+    const char *cur = getenv("GLIBC_TUNABLES");
+    if (cur && strstr(cur, "glibc.malloc.hugetlb")) return;
+    const char *pre = getenv("LD_PRELOAD");
+    if (pre && strstr(pre, "vgpreload")) return;
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f) return;
+    char mode[128] = "";
+    bool never = !fgets(mode, sizeof(mode), f) || strstr(mode, "[never]");
+    fclose(f);
+    if (never) return;
+    char buf[2048];
+    int n = snprintf(buf, sizeof(buf), "%s%sglibc.malloc.hugetlb=1", cur ? cur : "",
+                     cur && *cur ? ":" : "");
+    if (n < 0 || (size_t)n >= sizeof(buf)) return;
+    if (setenv("GLIBC_TUNABLES", buf, 1) != 0) return;
+    execv("/proc/self/exe", argv);
+    unsetenv("GLIBC_TUNABLES"); /* the exec failed: carry on as we are */
+    if (cur) setenv("GLIBC_TUNABLES", cur, 1);
+}
 
 __attribute__((format(printf, 1, 2), noreturn)) static void die_usage(const char *fmt, ...)
 {
@@ -134,7 +171,7 @@ static void on_progress(void *arg, const char *scenario, double t_s, double end_
 
 int main(int argc, char **argv)
 {
-    enum { O_DUP = 256, O_REORDER, O_SKEW, O_WARMUP, O_CSV, O_PROTO };
+    enum { O_DUP = 256, O_REORDER, O_SKEW, O_WARMUP, O_CSV, O_PROTO, O_THREADS };
     static const struct option longopts[] = {
         {"scenario", required_argument, NULL, 's'},
         {"nodes", required_argument, NULL, 'n'},
@@ -149,6 +186,7 @@ int main(int argc, char **argv)
         {"skew-ms", required_argument, NULL, O_SKEW},
         {"warmup-ms", required_argument, NULL, O_WARMUP},
         {"protocol", required_argument, NULL, O_PROTO},
+        {"threads", required_argument, NULL, O_THREADS},
         {"json", no_argument, NULL, 'j'},
         {"csv", required_argument, NULL, O_CSV},
         {"quiet", no_argument, NULL, 'q'},
@@ -230,6 +268,12 @@ int main(int argc, char **argv)
         case O_WARMUP:
             o.warmup_ms = (int64_t)parse_u64(optarg, "--warmup-ms");
             break;
+        case O_THREADS: {
+            uint64_t t = parse_u64(optarg, "--threads");
+            if (t < 1 || t > 16) die_usage("--threads: %s is out of range (1..16)", optarg);
+            o.threads = (unsigned)t;
+            break;
+        }
         case O_PROTO:
             if (!strcmp(optarg, "flood"))
                 o.proto = &sim_proto_flood;
@@ -268,6 +312,7 @@ int main(int argc, char **argv)
     if (o.crypto && o.nodes > 200)
         fprintf(stderr, "%s: warning: --crypto on with %" PRIu32 " nodes (> 200) will be slow\n",
                 prog, o.nodes);
+    hugetlb_reexec(argv);
     if (csv_path) {
         o.csv = fopen(csv_path, "w");
         if (!o.csv) {
@@ -276,6 +321,12 @@ int main(int argc, char **argv)
         }
         fputs("update,t_ms,fraction\n", o.csv);
     }
+    if (!o.threads) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        o.threads = ncpu < 1 ? 1 : ncpu > 4 ? 4 : (unsigned)ncpu;
+    }
+    o.keep = !getenv("SIM_DEBUG"); /* exit frees faster than a teardown (SIM_DEBUG prints
+                                      per-node figures at the teardown) */
     ps.start = ps.last = now_s();
     o.progress = on_progress;
     o.progress_arg = &ps;

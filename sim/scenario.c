@@ -19,6 +19,9 @@
 
 #define STEP_US (100 * SIM_US) /* scenario loop granularity (progress, churn ticks) */
 
+/* A run with o->keep leaves its simulation here for the process exit. */
+static struct sim *kept;
+
 struct run {
     const struct sim_opts *o;
     struct sim *s;
@@ -530,6 +533,8 @@ int sim_scenario_run(const struct sim_opts *o, struct sim_result *res, char *err
         .skew_max_ms = o->skew_ms,
         .proto = o->proto ? o->proto : &sim_proto_core,
         .proto_arg = o->proto ? o->proto_arg : &copts,
+        .threads = o->threads,
+        .min_window = o->min_window,
     };
     if (o->crypto && o->proto) {
         snprintf(err, errlen, "--crypto on needs the gossip core protocol");
@@ -555,7 +560,10 @@ int sim_scenario_run(const struct sim_opts *o, struct sim_result *res, char *err
     res->stats = *sim_stats(r.s);
     if (res->violations) res->converged = false;
     csv_write(&r);
-    sim_delete(r.s);
+    if (o->keep)
+        kept = r.s;
+    else
+        sim_delete(r.s);
     free(r.rows);
     free(r.declared);
     free(r.knew);

@@ -26,6 +26,10 @@ struct sim_opts {
     int64_t warmup_ms;             /**< <0: the protocol's default (membership settles first) */
     const struct sim_proto *proto; /**< NULL: the gossip core */
     void *proto_arg;
+    unsigned threads;              /**< engine threads (sim_config.threads; 0: one) */
+    unsigned min_window;           /**< sim_config.min_window (0: the default) */
+    bool keep; /**< leave the simulation allocated (a process about to exit skips the
+                    teardown, seconds at 10,000 nodes; it stays reachable, not leaked) */
     FILE *csv; /**< spread rows "update,t_ms,fraction" when non-NULL */
     /** Progress callback every 100 ms of virtual time (may be NULL). */
     void (*progress)(void *arg, const char *scenario, double t_s, double end_s, uint64_t events,

@@ -5,7 +5,10 @@
 #include "sim/rng.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +27,17 @@
  *   re-armed when it fires, which avoids a heap push for every postponement.
  * - After every call into a node the engine looks at its replica's root digest
  *   (O(1)); only when it changed does it check tracked updates and watched keys.
+ * - Windows (threads > 1). Every link takes at least 1 ms and a node's timer
+ *   always lands on a later millisecond, so nothing done while processing the
+ *   events of one millisecond [k, k+1) ms can create an event inside it: the
+ *   window's events are independent across nodes. The engine pops the whole
+ *   window, and each worker thread runs the events of its own nodes (node id
+ *   modulo threads) in window order. A worker does not touch shared state: its
+ *   sends, timer arms, member events and update holds go to its log, and the
+ *   calling thread replays the logs in window order afterwards - drawing
+ *   latency and loss, pushing heap entries, calling the hooks - exactly as a
+ *   single thread would have done them. The result is the same bit for bit
+ *   whatever the thread count (tests/unit/test_sim checks it).
  */
 
 enum { EV_PKT = 0, EV_TIMER = 1 };
@@ -71,7 +85,7 @@ struct track {
     size_t klen;
     int64_t start, done;
     uint32_t holders;
-    uint8_t *held; /* bitset over nodes */
+    uint8_t *held; /* per node (a byte each: workers set their own nodes' bytes) */
 };
 
 struct watch {
@@ -84,6 +98,29 @@ struct link {
     uint32_t a, b;
     int64_t min_us, max_us;
 };
+
+enum op_kind { OP_SEND, OP_TIMER, OP_MEMBER, OP_HOLD };
+
+/* A worker's deferred effect, replayed in window order by the calling thread. */
+struct op {
+    uint32_t ev; /* window index of the event that made it */
+    uint8_t kind;
+    uint8_t x;    /* OP_SEND: packet class; OP_MEMBER: event */
+    uint32_t a, b; /* from,to | node,generation | observer,subject | track,node */
+    uint32_t len;  /* OP_SEND payload */
+    int64_t t;     /* OP_TIMER: when */
+    size_t off;    /* OP_SEND: payload offset in the worker's buffer */
+};
+
+/* The ops of one block of nodes; blocks go to whichever worker is free. */
+struct oplog {
+    struct op *ops;
+    size_t nops, opcap;
+    uint8_t *buf;
+    size_t blen, bcap;
+};
+
+#define NBLK 64 /* node blocks (node id % NBLK) a window is split into */
 
 struct sim {
     struct sim_config cfg;
@@ -102,7 +139,6 @@ struct sim {
     /* nodes */
     struct node *nodes;
     uint32_t n, live;
-    uint32_t cur; /* node being called, for sanity */
     /* tracking */
     struct track *tracks;
     uint32_t ntracks, tcap;
@@ -115,7 +151,80 @@ struct sim {
     uint64_t violations;
     struct link *links;
     size_t nlinks;
+    uint32_t *got; /* replica_changed: tracks newly held (capacity acap) */
+    /* windows (see the notes) */
+    unsigned threads;
+    bool par_ok; /* every latency >= 1 ms: a window's events are independent */
+    struct worker *w;
+    struct ev *batch;
+    size_t bn, bcap;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_uint go;      /* window generation */
+    atomic_uint pending; /* helpers still running the window */
+    unsigned sleeping;   /* helpers waiting on cv (under mu) */
+    bool quit;
+    atomic_uint next_blk; /* the next block to take */
+    struct oplog logs[NBLK];
+    uint32_t *bix; /* window indices grouped by block, window order within */
+    size_t bixcap;
+    uint32_t bstart[NBLK + 1];
 };
+
+struct worker {
+    struct sim *s;
+    unsigned idx;
+    pthread_t th;
+    bool started;
+    int64_t now;
+    uint32_t ev;
+    struct oplog *log; /* the block being run */
+    struct sim_stats st; /* events, delivered, to_down, partitioned, timers */
+    uint64_t violations;
+    int64_t matching;
+};
+
+/* The worker whose share of a window this thread is running (NULL: serial). */
+static _Thread_local struct worker *tl_w;
+
+#define PAR_MIN_BATCH 128 /* default: smaller windows run on the calling thread alone */
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static inline int64_t now_of(const struct sim *s)
+{
+    return tl_w ? tl_w->now : s->now;
+}
+
+static void oom(void)
+{
+    fprintf(stderr, "statemesh-sim: out of memory\n");
+    abort();
+}
+
+static struct op *op_add(struct worker *w, enum op_kind kind)
+{
+    struct oplog *l = w->log;
+    if (l->nops == l->opcap) {
+        size_t nc = l->opcap ? l->opcap * 2 : 256;
+        struct op *o = realloc(l->ops, nc * sizeof(*o));
+        if (!o) oom();
+        l->ops = o;
+        l->opcap = nc;
+    }
+    struct op *o = &l->ops[l->nops++];
+    o->ev = w->ev;
+    o->kind = (uint8_t)kind;
+    return o;
+}
+
+static int workers_start(struct sim *s);
+static void workers_stop(struct sim *s);
 
 /* ---- heap ---- */
 
@@ -210,10 +319,13 @@ static inline uint8_t *pkt_data(const struct sim *s, uint32_t i)
 __attribute__((format(printf, 2, 3))) static void violation(struct sim *s, const char *fmt, ...)
 {
     va_list ap;
-    s->violations++;
+    if (tl_w)
+        tl_w->violations++;
+    else
+        s->violations++;
     fprintf(stderr,
             "statemesh-sim: INVARIANT VIOLATED (seed %" PRIu64 ", t=%.3f ms): ", s->cfg.seed,
-            (double)s->now / SIM_US);
+            (double)now_of(s) / SIM_US);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -242,7 +354,7 @@ static void tuple_view(const struct tuple *t, struct crdt_rec_view *v)
 
 int64_t sim_node_ms(const struct sim *s, uint32_t id)
 {
-    return SIM_EPOCH_MS + s->now / SIM_US + s->nodes[id].skew_ms;
+    return SIM_EPOCH_MS + now_of(s) / SIM_US + s->nodes[id].skew_ms;
 }
 
 static void node_name(uint32_t id, char *buf, size_t len)
@@ -257,15 +369,19 @@ static void arm_timer(struct sim *s, uint32_t id)
     if (!nd->up) return;
     int64_t dl = s->cfg.proto->next_timeout(nd->proto);
     if (dl == SIM_NEVER) return; /* a stale entry, if any, re-checks when it fires */
-    int64_t t = dl * SIM_US;
-    if (t <= s->now) t = (s->now / SIM_US + 1) * SIM_US; /* next millisecond tick */
+    int64_t t = dl * SIM_US, now = now_of(s);
+    if (t <= now) t = (now / SIM_US + 1) * SIM_US; /* next millisecond tick */
     if (nd->timer_at != SIM_NEVER && nd->timer_at <= t) return;
     nd->timer_gen++;
     nd->timer_at = t;
-    if (heap_push(s, t, EV_TIMER, id, nd->timer_gen) < 0) {
-        fprintf(stderr, "statemesh-sim: out of memory\n");
-        abort();
+    if (tl_w) {
+        struct op *o = op_add(tl_w, OP_TIMER);
+        o->a = id;
+        o->b = nd->timer_gen;
+        o->t = t;
+        return;
     }
+    if (heap_push(s, t, EV_TIMER, id, nd->timer_gen) < 0) oom();
 }
 
 static void oracle_recount(struct sim *s)
@@ -290,6 +406,23 @@ static void track_complete_check(struct sim *s, uint32_t ai)
     }
 }
 
+/* Node @p id came to hold tracked update @p ti (serial context). */
+static void track_hold(struct sim *s, uint32_t ti, uint32_t id)
+{
+    struct track *tr = &s->tracks[ti];
+    tr->holders++;
+    if (s->hooks.spread) s->hooks.spread(s->hooks.arg, s, ti, tr->holders, s->live);
+    if (tr->holders < s->live) return;
+    if (s->now - tr->start > 800 * SIM_US && getenv("SIM_DEBUG"))
+        fprintf(stderr, "slow update %s: last holder n%" PRIu32 " after %.0f ms\n", tr->key, id,
+                (double)(s->now - tr->start) / SIM_US);
+    for (uint32_t ai = 0; ai < s->nactive; ai++)
+        if (s->active[ai] == ti) {
+            track_complete_check(s, ai);
+            break;
+        }
+}
+
 /* The node's replica changed: check tracked updates, watched keys, oracle match. */
 static void replica_changed(struct sim *s, uint32_t id)
 {
@@ -297,9 +430,13 @@ static void replica_changed(struct sim *s, uint32_t id)
     const struct crdt_replica *r = nd->replica;
     struct crdt_rec_view v, tv;
 
-    for (uint32_t ai = 0; ai < s->nactive;) {
-        struct track *tr = &s->tracks[s->active[ai]];
-        bool held = (tr->held[id >> 3] >> (id & 7)) & 1;
+    /* new holds are applied after the scan, in scan order (a worker logs them
+     * for the replay), so the active list does not move under the loop */
+    uint32_t ngot = 0;
+    for (uint32_t ai = 0; ai < s->nactive; ai++) {
+        uint32_t ti = s->active[ai];
+        struct track *tr = &s->tracks[ti];
+        bool held = tr->held[id];
         const struct crdt_rec *rec = crdt_replica_find(r, tr->key, tr->klen);
         bool has = false;
         if (rec) {
@@ -310,19 +447,17 @@ static void replica_changed(struct sim *s, uint32_t id)
         if (held && !has) {
             violation(s, "node n%" PRIu32 " lost tracked update %s", id, tr->key);
         } else if (!held && has) {
-            tr->held[id >> 3] |= (uint8_t)(1u << (id & 7));
-            tr->holders++;
-            uint32_t ti = s->active[ai];
-            if (s->hooks.spread) s->hooks.spread(s->hooks.arg, s, ti, tr->holders, s->live);
-            uint32_t before = s->nactive;
-            if (tr->holders >= s->live && s->now - tr->start > 800 * SIM_US && getenv("SIM_DEBUG"))
-                fprintf(stderr, "slow update %s: last holder n%" PRIu32 " after %.0f ms\n", tr->key,
-                        id, (double)(s->now - tr->start) / SIM_US);
-            track_complete_check(s, ai);
-            if (s->nactive < before) continue; /* slot ai now holds another track */
+            tr->held[id] = 1;
+            if (tl_w) {
+                struct op *o = op_add(tl_w, OP_HOLD);
+                o->a = ti;
+                o->b = id;
+            } else {
+                s->got[ngot++] = ti;
+            }
         }
-        ai++;
     }
+    for (uint32_t k = 0; k < ngot; k++) track_hold(s, s->got[k], id);
     for (uint32_t w = 0; w < s->nwatch; w++) {
         struct watch *wa = &s->watches[w];
         const struct crdt_rec *rec = crdt_replica_find(r, wa->key, wa->klen);
@@ -343,7 +478,10 @@ static void replica_changed(struct sim *s, uint32_t id)
     }
     bool m = nd->last_root == crdt_replica_root(s->oracle) &&
              crdt_replica_size(r) == crdt_replica_size(s->oracle);
-    s->matching += (uint32_t)m - (uint32_t)nd->matches;
+    if (tl_w)
+        tl_w->matching += (int64_t)m - (int64_t)nd->matches;
+    else
+        s->matching += (uint32_t)m - (uint32_t)nd->matches;
     nd->matches = m;
 }
 
@@ -390,7 +528,6 @@ static int node_start(struct sim *s, uint32_t id, const uint32_t *seeds, size_t 
     nd->last_root = crdt_replica_root(nd->replica);
     nd->matches = 0;
     s->live++;
-    s->cur = id;
     int rc = s->cfg.proto->node_new(s, &in, &nd->proto);
     if (rc < 0) {
         nd->up = 0;
@@ -420,6 +557,8 @@ int sim_new(const struct sim_config *cfg, struct sim **out)
     if (!s->cfg.slow_factor) s->cfg.slow_factor = 10;
     if (!s->cfg.proto) s->cfg.proto = &sim_proto_flood;
     if (!s->cfg.max_pkt) s->cfg.max_pkt = 65536;
+    if (s->cfg.threads > SIM_MAX_THREADS) goto inval;
+    s->threads = s->cfg.threads ? s->cfg.threads : 1;
     rng_seed(&s->net_rng, cfg->seed ^ 0x6e6574776f726bULL);
     rng_seed(&s->user_rng, cfg->seed ^ 0x7363656e6172696fULL);
     s->pfree = NO_SLOT;
@@ -454,6 +593,10 @@ int sim_new(const struct sim_config *cfg, struct sim **out)
         }
     }
     oracle_recount(s);
+    if (s->threads > 1 && workers_start(s) < 0) {
+        sim_delete(s);
+        return SM_ENOMEM;
+    }
     *out = s;
     return 0;
 inval:
@@ -467,6 +610,7 @@ nomem:
 void sim_delete(struct sim *s)
 {
     if (!s) return;
+    workers_stop(s);
     for (uint32_t i = 0; s->nodes && i < s->n; i++) {
         if (s->nodes[i].up) s->cfg.proto->node_delete(s->nodes[i].proto);
         crdt_replica_delete(s->nodes[i].replica);
@@ -489,6 +633,8 @@ void sim_delete(struct sim *s)
     for (uint32_t i = 0; i < s->pcap / PKT_CHUNK; i++) free(s->chunks[i]);
     free(s->chunks);
     free(s->links);
+    free(s->got);
+    free(s->batch);
     free(s);
 }
 
@@ -499,7 +645,7 @@ void sim_set_hooks(struct sim *s, const struct sim_hooks *h)
 
 int64_t sim_now(const struct sim *s)
 {
-    return s->now;
+    return now_of(s);
 }
 uint32_t sim_nodes(const struct sim *s)
 {
@@ -563,12 +709,14 @@ int sim_set_link_latency(struct sim *s, uint32_t a, uint32_t b, int64_t min_us, 
         if (s->links[i].a == a && s->links[i].b == b) {
             s->links[i].min_us = min_us;
             s->links[i].max_us = max_us;
+            if (min_us < SIM_US) s->par_ok = false;
             return 0;
         }
     struct link *l = realloc(s->links, (s->nlinks + 1) * sizeof(*l));
     if (!l) return SM_ENOMEM;
     s->links = l;
     s->links[s->nlinks++] = (struct link){a, b, min_us, max_us};
+    if (min_us < SIM_US) s->par_ok = false;
     return 0;
 }
 
@@ -610,29 +758,49 @@ static int64_t draw_latency(struct sim *s, uint32_t from, uint32_t to)
 static void enqueue(struct sim *s, uint32_t from, uint32_t to, const uint8_t *buf, size_t len)
 {
     uint32_t slot = pkt_alloc(s);
-    if (slot == NO_SLOT) goto oom;
+    if (slot == NO_SLOT) oom();
     struct pkt *p = &s->pkts[slot];
     p->from = from;
     p->to = to;
     p->len = (uint32_t)len;
     if (len > PKT_STRIDE) {
         p->big = malloc(len);
-        if (!p->big) goto oom;
+        if (!p->big) oom();
         memcpy(p->big, buf, len);
     } else {
         memcpy(pkt_data(s, slot), buf, len);
     }
-    if (heap_push(s, s->now + draw_latency(s, from, to), EV_PKT, slot, 0) < 0) goto oom;
-    return;
-oom:
-    fprintf(stderr, "statemesh-sim: out of memory\n");
-    abort();
+    /* the destination rides in the event, so a window is split without
+     * touching packet slots */
+    if (heap_push(s, s->now + draw_latency(s, from, to), EV_PKT, slot, to) < 0) oom();
 }
 
 void sim_send(struct sim *s, uint32_t from, uint32_t to, const uint8_t *buf, size_t len,
               enum sim_pkt_class cls)
 {
     if ((unsigned)cls >= SIM_PKT_CLASSES) cls = SIM_PKT_DATA;
+    struct worker *w = tl_w;
+    if (w) {
+        /* deferred: counted, dropped or delayed at the replay, in window order */
+        struct oplog *l = w->log;
+        if (l->blen + len > l->bcap) {
+            size_t nc = l->bcap ? l->bcap : 16384;
+            while (nc < l->blen + len) nc *= 2;
+            uint8_t *b = realloc(l->buf, nc);
+            if (!b) oom();
+            l->buf = b;
+            l->bcap = nc;
+        }
+        struct op *o = op_add(w, OP_SEND);
+        o->x = (uint8_t)cls;
+        o->a = from;
+        o->b = to;
+        o->len = (uint32_t)(len < UINT32_MAX ? len : UINT32_MAX);
+        o->off = l->blen;
+        if (len) memcpy(l->buf + l->blen, buf, len);
+        l->blen += len;
+        return;
+    }
     s->st.pkts[cls]++;
     s->st.bytes[cls] += len;
     if (to >= s->n || from >= s->n || len > s->cfg.max_pkt || len == 0) {
@@ -652,31 +820,50 @@ void sim_send(struct sim *s, uint32_t from, uint32_t to, const uint8_t *buf, siz
 
 void sim_member_event(struct sim *s, uint32_t observer, uint32_t subject, enum sim_member_ev ev)
 {
+    if (tl_w) {
+        struct op *o = op_add(tl_w, OP_MEMBER);
+        o->a = observer;
+        o->b = subject;
+        o->x = (uint8_t)ev;
+        return;
+    }
     if (s->hooks.member) s->hooks.member(s->hooks.arg, s, observer, subject, ev);
 }
 
 /* ---- event loop ---- */
 
+static inline uint32_t ev_node(const struct ev *e)
+{
+    return (e->seqk & 1) == EV_PKT ? e->b : e->a;
+}
+
+/* One event. Serial (tl_w NULL): effects happen at once and a delivered
+ * packet's slot is freed. In a worker: effects are logged, and the replay
+ * frees the slot. */
 static void process(struct sim *s, const struct ev *e)
 {
-    s->now = e->t;
-    s->st.events++;
+    struct worker *w = tl_w;
+    struct sim_stats *st = w ? &w->st : &s->st;
+    if (w)
+        w->now = e->t;
+    else
+        s->now = e->t;
+    st->events++;
     if ((e->seqk & 1) == EV_PKT) {
         /* copy the slot's fields: sends during recv may grow (move) the slot array */
         uint32_t slot = e->a, from = s->pkts[slot].from, to = s->pkts[slot].to;
         struct node *nd = &s->nodes[to];
         if (!nd->up) {
-            s->st.to_down++;
+            st->to_down++;
         } else if (nd->group != s->nodes[from].group) {
-            s->st.partitioned++;
+            st->partitioned++;
         } else {
-            s->st.delivered++;
-            s->cur = to;
+            st->delivered++;
             s->cfg.proto->recv(nd->proto, sim_node_ms(s, to), from, pkt_data(s, slot),
                                s->pkts[slot].len);
             after_call(s, to);
         }
-        pkt_free(s, slot);
+        if (!w) pkt_free(s, slot);
         return;
     }
     uint32_t id = e->a;
@@ -684,12 +871,203 @@ static void process(struct sim *s, const struct ev *e)
     if (!nd->up || e->b != nd->timer_gen) return; /* stale entry */
     nd->timer_at = SIM_NEVER;
     int64_t dl = s->cfg.proto->next_timeout(nd->proto);
-    if (dl != SIM_NEVER && dl * SIM_US <= s->now) {
-        s->st.timers++;
-        s->cur = id;
+    if (dl != SIM_NEVER && dl * SIM_US <= e->t) {
+        st->timers++;
         s->cfg.proto->timeout(nd->proto, sim_node_ms(s, id));
     }
     after_call(s, id);
+}
+
+/* ---- windows ---- */
+
+/* Start loading what event @p e will touch: stage 0 its node's entry and the
+ * packet, then (each a few events later, once the previous stage's lines are
+ * in) the protocol's own stages. At 10,000 nodes every one of them is a cache
+ * miss; the window's events are known up front, so the loads overlap instead
+ * of following one another. */
+static inline void prefetch_ev(const struct sim *s, const struct ev *e, int stage)
+{
+    uint32_t id = ev_node(e);
+    const struct node *nd = &s->nodes[id];
+    bool pkt = (e->seqk & 1) == EV_PKT;
+    if (stage == 0) {
+        __builtin_prefetch(nd);
+        if (pkt) {
+            uint32_t slot = e->a;
+            __builtin_prefetch(&s->pkts[slot]);
+            __builtin_prefetch(s->chunks[slot / PKT_CHUNK] + (size_t)(slot % PKT_CHUNK) * PKT_STRIDE);
+        }
+        return;
+    }
+    if (!nd->proto || !s->cfg.proto->prefetch) return;
+    if (stage == 1) __builtin_prefetch(nd->replica);
+    s->cfg.proto->prefetch(nd->proto, stage - 1, pkt ? s->pkts[e->a].from : UINT32_MAX);
+}
+
+/* how many events ahead each prefetch stage runs */
+static const unsigned pf_dist[] = {16, 12, 8, 4, 2};
+#define PF_STAGES (sizeof(pf_dist) / sizeof(pf_dist[0]))
+
+/* Take blocks of the window until none is left; a block's events run in
+ * window order, prefetched a few events ahead. */
+static void run_share(struct worker *w)
+{
+    struct sim *s = w->s;
+    tl_w = w;
+    for (;;) {
+        unsigned b = atomic_fetch_add_explicit(&s->next_blk, 1, memory_order_relaxed);
+        if (b >= NBLK) break;
+        const uint32_t *ix = s->bix + s->bstart[b];
+        size_t n = s->bstart[b + 1] - s->bstart[b];
+        w->log = &s->logs[b];
+        for (unsigned st = 0; st < PF_STAGES; st++)
+            for (size_t k = 0; k < n && k < pf_dist[st]; k++) prefetch_ev(s, &s->batch[ix[k]], (int)st);
+        for (size_t k = 0; k < n; k++) {
+            for (unsigned st = 0; st < PF_STAGES; st++)
+                if (k + pf_dist[st] < n) prefetch_ev(s, &s->batch[ix[k + pf_dist[st]]], (int)st);
+            w->ev = ix[k];
+            process(s, &s->batch[ix[k]]);
+        }
+    }
+    tl_w = NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct sim *s = w->s;
+    unsigned seen = 0;
+    for (;;) {
+        /* spin a little (windows follow each other within microseconds), then sleep */
+        unsigned g = atomic_load_explicit(&s->go, memory_order_acquire);
+        for (int spin = 0; g == seen && spin < 20000; spin++) {
+            cpu_relax();
+            g = atomic_load_explicit(&s->go, memory_order_acquire);
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&s->mu);
+            s->sleeping++;
+            while ((g = atomic_load_explicit(&s->go, memory_order_acquire)) == seen && !s->quit)
+                pthread_cond_wait(&s->cv, &s->mu);
+            s->sleeping--;
+            bool quit = s->quit;
+            pthread_mutex_unlock(&s->mu);
+            if (quit) return NULL;
+        }
+        seen = g;
+        run_share(w);
+        atomic_fetch_sub_explicit(&s->pending, 1, memory_order_acq_rel);
+    }
+}
+
+static int workers_start(struct sim *s)
+{
+    s->w = calloc(s->threads, sizeof(*s->w));
+    if (!s->w) return SM_ENOMEM;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    atomic_init(&s->go, 0);
+    atomic_init(&s->pending, 0);
+    s->par_ok = s->cfg.lat_min_us >= SIM_US;
+    for (unsigned i = 0; i < s->threads; i++) {
+        s->w[i].s = s;
+        s->w[i].idx = i;
+        if (i == 0) continue; /* the calling thread runs share 0 */
+        if (pthread_create(&s->w[i].th, NULL, worker_main, &s->w[i]) != 0) return SM_ENOMEM;
+        s->w[i].started = true;
+    }
+    return 0;
+}
+
+static void workers_stop(struct sim *s)
+{
+    if (!s->w) return;
+    pthread_mutex_lock(&s->mu);
+    s->quit = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    for (unsigned i = 1; i < s->threads; i++)
+        if (s->w[i].started) pthread_join(s->w[i].th, NULL);
+    for (unsigned b = 0; b < NBLK; b++) {
+        free(s->logs[b].ops);
+        free(s->logs[b].buf);
+    }
+    free(s->bix);
+    free(s->w);
+    s->w = NULL;
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+}
+
+static void replay_op(struct sim *s, const struct oplog *l, const struct op *o)
+{
+    switch (o->kind) {
+    case OP_SEND:
+        sim_send(s, o->a, o->b, l->buf + o->off, o->len, (enum sim_pkt_class)o->x);
+        break;
+    case OP_TIMER:
+        if (heap_push(s, o->t, EV_TIMER, o->a, o->b) < 0) oom();
+        break;
+    case OP_MEMBER:
+        sim_member_event(s, o->a, o->b, (enum sim_member_ev)o->x);
+        break;
+    case OP_HOLD:
+        track_hold(s, o->a, o->b);
+        break;
+    }
+}
+
+/* Run the popped window s->batch on every worker, then replay their logs. */
+static void run_window(struct sim *s)
+{
+    unsigned nt = s->threads;
+    /* group the window by block (a stable counting sort) */
+    if (s->bixcap < s->bn) {
+        uint32_t *p = realloc(s->bix, s->bn * sizeof(*p));
+        if (!p) oom();
+        s->bix = p;
+        s->bixcap = s->bn;
+    }
+    uint32_t cnt[NBLK + 1] = {0};
+    for (size_t i = 0; i < s->bn; i++) cnt[ev_node(&s->batch[i]) % NBLK + 1]++;
+    for (unsigned b = 0; b < NBLK; b++) cnt[b + 1] += cnt[b];
+    memcpy(s->bstart, cnt, sizeof(s->bstart));
+    for (size_t i = 0; i < s->bn; i++) s->bix[cnt[ev_node(&s->batch[i]) % NBLK]++] = (uint32_t)i;
+    atomic_store_explicit(&s->next_blk, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->pending, nt - 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->go, 1, memory_order_acq_rel);
+    pthread_mutex_lock(&s->mu);
+    if (s->sleeping) pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    run_share(&s->w[0]);
+    for (long spin = 0; atomic_load_explicit(&s->pending, memory_order_acquire); spin++) {
+        cpu_relax();
+        if (spin > 20000) sched_yield(); /* the helper lost its CPU: give it ours */
+    }
+
+    size_t cur[NBLK] = {0};
+    for (size_t i = 0; i < s->bn; i++) {
+        const struct ev *e = &s->batch[i];
+        unsigned b = ev_node(e) % NBLK;
+        const struct oplog *l = &s->logs[b];
+        s->now = e->t;
+        while (cur[b] < l->nops && l->ops[cur[b]].ev == i) replay_op(s, l, &l->ops[cur[b]++]);
+        if ((e->seqk & 1) == EV_PKT) pkt_free(s, e->a);
+    }
+    for (unsigned b = 0; b < NBLK; b++) s->logs[b].nops = s->logs[b].blen = 0;
+    for (unsigned k = 0; k < nt; k++) {
+        struct worker *w = &s->w[k];
+        s->st.events += w->st.events;
+        s->st.delivered += w->st.delivered;
+        s->st.to_down += w->st.to_down;
+        s->st.partitioned += w->st.partitioned;
+        s->st.timers += w->st.timers;
+        s->violations += w->violations;
+        s->matching = (uint32_t)((int64_t)s->matching + w->matching);
+        memset(&w->st, 0, sizeof(w->st));
+        w->violations = 0;
+        w->matching = 0;
+    }
 }
 
 bool sim_step(struct sim *s)
@@ -709,9 +1087,34 @@ uint64_t sim_run_until(struct sim *s, int64_t t_us)
 {
     uint64_t n = 0;
     while (s->hn && s->heap[0].t <= t_us) {
-        struct ev e = heap_pop(s);
-        process(s, &e);
-        n++;
+        if (s->threads < 2 || !s->par_ok) {
+            struct ev e = heap_pop(s);
+            process(s, &e);
+            n++;
+            continue;
+        }
+        /* one millisecond window (see the notes) */
+        int64_t end = (s->heap[0].t / SIM_US + 1) * SIM_US;
+        if (end > t_us + 1) end = t_us + 1;
+        s->bn = 0;
+        while (s->hn && s->heap[0].t < end) {
+            if (s->bn == s->bcap) {
+                size_t nc = s->bcap ? s->bcap * 2 : 4096;
+                struct ev *b = realloc(s->batch, nc * sizeof(*b));
+                if (!b) oom();
+                s->batch = b;
+                s->bcap = nc;
+            }
+            s->batch[s->bn++] = heap_pop(s);
+        }
+        n += s->bn;
+        if (s->bn >= (s->cfg.min_window ? s->cfg.min_window : PAR_MIN_BATCH)) {
+            run_window(s);
+        } else {
+            /* nothing processed here lands inside the window, so running it
+             * serially from the popped copy is the same as popping one by one */
+            for (size_t i = 0; i < s->bn; i++) process(s, &s->batch[i]);
+        }
     }
     if (t_us > s->now) s->now = t_us;
     return n;
@@ -736,8 +1139,8 @@ void sim_crash(struct sim *s, uint32_t id)
     nd->matches = 0;
     for (uint32_t i = 0; i < s->ntracks; i++) {
         struct track *tr = &s->tracks[i];
-        if ((tr->held[id >> 3] >> (id & 7)) & 1) {
-            tr->held[id >> 3] &= (uint8_t) ~(1u << (id & 7));
+        if (tr->held[id]) {
+            tr->held[id] = 0;
             tr->holders--;
         }
     }
@@ -770,7 +1173,6 @@ int sim_write(struct sim *s, uint32_t id, const char *key, size_t klen, const ui
     if (id >= s->n || !s->nodes[id].up) return SM_EINVAL;
     struct node *nd = &s->nodes[id];
     s->st.writes++;
-    s->cur = id;
     int rc = s->cfg.proto->write(nd->proto, sim_node_ms(s, id), key, klen, val, vlen);
     if (rc < 0) {
         after_call(s, id);
@@ -829,12 +1231,15 @@ int sim_track(struct sim *s, const struct crdt_rec_view *target, uint32_t *index
         uint32_t *a = realloc(s->active, nc * sizeof(*a));
         if (!a) return SM_ENOMEM;
         s->active = a;
+        uint32_t *g = realloc(s->got, nc * sizeof(*g));
+        if (!g) return SM_ENOMEM;
+        s->got = g;
         s->acap = nc;
     }
     struct track *tr = &s->tracks[s->ntracks];
     memset(tr, 0, sizeof(*tr));
     tr->key = malloc(target->key_len + 1);
-    tr->held = calloc((s->n + 7) / 8, 1);
+    tr->held = calloc(s->n, 1);
     if (!tr->key || !tr->held) {
         free(tr->key);
         free(tr->held);
@@ -866,7 +1271,7 @@ int64_t sim_track_start(const struct sim *s, uint32_t index)
 bool sim_track_held(const struct sim *s, uint32_t index, uint32_t id)
 {
     if (index >= s->ntracks || id >= s->n) return false;
-    return (s->tracks[index].held[id >> 3] >> (id & 7)) & 1;
+    return s->tracks[index].held[id];
 }
 uint32_t sim_tracked(const struct sim *s)
 {

@@ -87,6 +87,11 @@ struct sim_proto {
     uint64_t (*incarnation)(void *p);
     /** Whether this node has node @p id in its membership as alive or suspect (may be NULL). */
     bool (*knows)(void *p, uint32_t id);
+    /** Start loading the instance's state an event will touch (may be NULL): hints
+     *  the engine gives a few events ahead, stage 0 first, each stage a few events
+     *  after the previous one (so a stage may read what the one before loaded);
+     *  @p from is the packet's sender, UINT32_MAX for a timer. Changes nothing. */
+    void (*prefetch)(void *p, int stage, uint32_t from);
 };
 
 /** The flooding test protocol: a write goes to every node, forwarded on first receipt. */
@@ -116,7 +121,16 @@ struct sim_config {
     const struct sim_proto *proto; /**< default sim_proto_flood */
     void *proto_arg;
     size_t max_pkt; /**< packets larger than this are refused (default 65536) */
+    /** Threads that run a millisecond's events together (0 or 1: the calling
+     *  thread alone; at most SIM_MAX_THREADS). The result does not depend on
+     *  it; windows need every latency >= 1 ms, else the engine runs serially. */
+    unsigned threads;
+    /** Windows with fewer events than this run on the calling thread alone (0: 128;
+     *  tests use 1 to run every window on the workers). */
+    unsigned min_window;
 };
+
+#define SIM_MAX_THREADS 16
 
 /** Traffic and engine counters (cumulative). */
 struct sim_stats {

@@ -1,6 +1,7 @@
 /* test_sim.c: the simulator engine: heap order, network model, node life, checks, determinism. */
 #include "config.h"
 
+#include "sim/core.h"
 #include "sim/scenario.h"
 #include "sim/sim.h"
 
@@ -393,6 +394,92 @@ static void test_determinism(void **state)
     free(c);
 }
 
+/* The gossip core through a scenario, on @p threads with every window split
+ * among them: JSON results and the spread CSV, for comparison. */
+static char *run_threads(const char *scenario, uint32_t n, uint64_t seed, unsigned threads)
+{
+    struct sim_opts o;
+    sim_opts_default(&o);
+    o.scenario = scenario;
+    o.nodes = n;
+    o.seed = seed;
+    o.duration_s = 4;
+    o.loss = 0.05;
+    o.dup = 0.02;
+    o.reorder = 0.02;
+    o.skew_ms = 20;
+    o.threads = threads;
+    o.min_window = 1;
+    char *cbuf = NULL;
+    size_t clen = 0;
+    o.csv = open_memstream(&cbuf, &clen);
+    assert_non_null(o.csv);
+    struct sim_result r;
+    char err[128];
+    assert_int_equal(sim_scenario_run(&o, &r, err, sizeof(err)), 0);
+    fclose(o.csv);
+    assert_int_equal(r.violations, 0);
+    assert_true(r.stats.events > 5000);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    sim_result_json(f, &r, -1);
+    fputs(cbuf, f);
+    fclose(f);
+    free(cbuf);
+    return buf;
+}
+
+/* Windows on several threads give the serial engine's result bit for bit:
+ * sends, drops, latencies, timers, member events (false positives,
+ * detection), spread rows, crashes and restarts. */
+static void test_threads_same_result(void **state)
+{
+    (void)state;
+    static const char *const scen[] = {"converge", "failure", "churn", "partition"};
+    for (size_t i = 0; i < sizeof(scen) / sizeof(scen[0]); i++) {
+        char *one = run_threads(scen[i], 50, 11 + i, 1);
+        char *two = run_threads(scen[i], 50, 11 + i, 2);
+        assert_string_equal(one, two);
+        if (i == 0) {
+            char *three = run_threads(scen[i], 50, 11 + i, 3);
+            assert_string_equal(one, three);
+            free(three);
+        }
+        free(one);
+        free(two);
+    }
+}
+
+/* A latency under 1 ms would let a window's events make events inside it:
+ * the engine runs such a simulation serially, with the same result. */
+static void test_threads_short_latency_serial(void **state)
+{
+    (void)state;
+    struct sim_config c = {.nodes = 30, .seed = 5, .lat_min_us = 200, .lat_max_us = 3000,
+                           .threads = 2, .min_window = 1, .proto = &sim_proto_core};
+    struct sim_core_opts co;
+    sim_core_opts_default(&co);
+    c.proto_arg = &co;
+    struct sim *a, *b;
+    assert_int_equal(sim_new(&c, &a), 0);
+    c.threads = 1;
+    assert_int_equal(sim_new(&c, &b), 0);
+    uint32_t u;
+    sim_run_until(a, 3000 * SIM_US);
+    sim_run_until(b, 3000 * SIM_US);
+    assert_int_equal(sim_write(a, 7, "k", 1, (const uint8_t *)"v", 1, &u), 0);
+    assert_int_equal(sim_write(b, 7, "k", 1, (const uint8_t *)"v", 1, &u), 0);
+    sim_run_until(a, 6000 * SIM_US);
+    sim_run_until(b, 6000 * SIM_US);
+    assert_int_equal(sim_stats(a)->events, sim_stats(b)->events);
+    assert_true(sim_track_done(a, u) > 0);
+    assert_int_equal(sim_track_done(a, u), sim_track_done(b, u));
+    sim_delete(a);
+    sim_delete(b);
+}
+
 static void test_percentile(void **state)
 {
     (void)state;
@@ -413,6 +500,7 @@ int main(void)
         cmocka_unit_test(test_crash_restart),       cmocka_unit_test(test_incarnation_invariant),
         cmocka_unit_test(test_flood_exact_time),    cmocka_unit_test(test_watch_and_oracle),
         cmocka_unit_test(test_determinism),         cmocka_unit_test(test_percentile),
+        cmocka_unit_test(test_threads_same_result), cmocka_unit_test(test_threads_short_latency_serial),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
