@@ -868,8 +868,9 @@ static void refute(struct sm_node *n, uint64_t inc)
 
 /* ALIVE(id, inc, addr): returns true when our view changed. */
 /* How an ALIVE reached us: as news to spread, as state transfer (a
- * membership page), or from the member itself (a join or direct contact). */
-enum alive_via { VIA_RUMOR, VIA_PAGE, VIA_PROBE, VIA_DIRECT };
+ * membership page), or from the member itself (its join, or a probe or other
+ * packet from a member we did not know). */
+enum alive_via { VIA_RUMOR, VIA_PAGE, VIA_PROBE, VIA_DIRECT, VIA_JOIN };
 
 static bool on_alive(struct sm_node *n, const char *id, size_t idl, uint64_t inc,
                      const struct sm_addr *addr, struct member *src, enum alive_via via)
@@ -886,13 +887,17 @@ static bool on_alive(struct sm_node *n, const char *id, size_t idl, uint64_t inc
          * a random one only now and then, so views keep mixing without an
          * eviction storm; members talking to us directly always get in. */
         bool full = n->n_members >= n->cfg.max_members;
-        if (full && via != VIA_DIRECT && rng_below(n, 8) != 0) return false;
+        if (full && via != VIA_DIRECT && via != VIA_JOIN && rng_below(n, 8) != 0) return false;
         m = madd(n, id, idl, inc, addr, n->now.mono_ms);
         if (!m) return false;
         /* a join is spread by piggybacking only (a tree broadcast per member
-         * would cost O(N) packets per join); state transfer and view
-         * reshuffles are not news */
-        if (!full && via != VIA_PAGE) rumor_queue(n, m, GOSSIP_ALIVE, NULL, 0);
+         * would cost O(N) packets per join). Only a join and the rumor it
+         * started are news: a member we did not know that probes us, or that
+         * a page lists, is usually one our partial view never held, and
+         * spreading each of those kept ~17 rumors a second per node going
+         * in a 10,000-node mesh long after every join */
+        if (!full && (via == VIA_RUMOR || via == VIA_JOIN))
+            rumor_queue(n, m, GOSSIP_ALIVE, NULL, 0);
         emit(n, SM_MEV_JOIN, m);
         return true;
     }
@@ -2164,7 +2169,7 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             if (is_self_id(n, p->sender, p->sender_len)) break;
             if (!src || p->sender_inc > src->inc) {
                 on_alive(n, p->sender, p->sender_len, p->sender_inc, &m->u.join.addr, NULL,
-                         VIA_DIRECT);
+                         VIA_JOIN);
                 src = mfind(n, p->sender, p->sender_len);
             }
             rp.to = from;
