@@ -593,7 +593,7 @@ int sim_new(const struct sim_config *cfg, struct sim **out)
         }
     }
     oracle_recount(s);
-    if (s->threads > 1 && workers_start(s) < 0) {
+    if (workers_start(s) < 0) {
         sim_delete(s);
         return SM_ENOMEM;
     }
@@ -1034,11 +1034,13 @@ static void run_window(struct sim *s)
     memcpy(s->bstart, cnt, sizeof(s->bstart));
     for (size_t i = 0; i < s->bn; i++) s->bix[cnt[ev_node(&s->batch[i]) % NBLK]++] = (uint32_t)i;
     atomic_store_explicit(&s->next_blk, 0, memory_order_relaxed);
-    atomic_store_explicit(&s->pending, nt - 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->go, 1, memory_order_acq_rel);
-    pthread_mutex_lock(&s->mu);
-    if (s->sleeping) pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
+    if (nt > 1) {
+        atomic_store_explicit(&s->pending, nt - 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->go, 1, memory_order_acq_rel);
+        pthread_mutex_lock(&s->mu);
+        if (s->sleeping) pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
     run_share(&s->w[0]);
     for (long spin = 0; atomic_load_explicit(&s->pending, memory_order_acquire); spin++) {
         cpu_relax();
@@ -1087,7 +1089,7 @@ uint64_t sim_run_until(struct sim *s, int64_t t_us)
 {
     uint64_t n = 0;
     while (s->hn && s->heap[0].t <= t_us) {
-        if (s->threads < 2 || !s->par_ok) {
+        if (!s->par_ok) {
             struct ev e = heap_pop(s);
             process(s, &e);
             n++;
