@@ -968,7 +968,7 @@ static int workers_start(struct sim *s)
     pthread_cond_init(&s->cv, NULL);
     atomic_init(&s->go, 0);
     atomic_init(&s->pending, 0);
-    s->par_ok = s->cfg.lat_min_us >= SIM_US;
+    s->par_ok = s->cfg.lat_min_us >= SIM_US && !s->cfg.proto->global_order;
     for (unsigned i = 0; i < s->threads; i++) {
         s->w[i].s = s;
         s->w[i].idx = i;

@@ -99,6 +99,7 @@ static const struct sim_proto rec_proto = {
     .next_timeout = rec_next,
     .write = rec_write,
     .incarnation = rec_inc,
+    .global_order = true, /* one log for all nodes: its order is what the tests check */
 };
 
 static struct sim *mk(uint32_t n, uint64_t seed, int64_t lat_min_us, int64_t lat_max_us,
