@@ -187,7 +187,8 @@ struct worker {
 /* The worker whose share of a window this thread is running (NULL: serial). */
 static _Thread_local struct worker *tl_w;
 
-#define PAR_MIN_BATCH 128 /* default: smaller windows run on the calling thread alone */
+#define PAR_MIN_BATCH  128 /* default: smaller windows run on the calling thread alone */
+#define SOLO_MIN_BATCH 16  /* smaller still: event by event (no logs, no prefetching) */
 
 static inline void cpu_relax(void)
 {
@@ -1017,10 +1018,11 @@ static void replay_op(struct sim *s, const struct oplog *l, const struct op *o)
     }
 }
 
-/* Run the popped window s->batch on every worker, then replay their logs. */
-static void run_window(struct sim *s)
+/* Run the popped window s->batch on the calling thread and, with @p helpers,
+ * the helper threads; then replay the logs. */
+static void run_window(struct sim *s, bool helpers)
 {
-    unsigned nt = s->threads;
+    unsigned nt = helpers ? s->threads : 1;
     /* group the window by block (a stable counting sort) */
     if (s->bixcap < s->bn) {
         uint32_t *p = realloc(s->bix, s->bn * sizeof(*p));
@@ -1110,8 +1112,13 @@ uint64_t sim_run_until(struct sim *s, int64_t t_us)
             s->batch[s->bn++] = heap_pop(s);
         }
         n += s->bn;
-        if (s->bn >= (s->cfg.min_window ? s->cfg.min_window : PAR_MIN_BATCH)) {
-            run_window(s);
+        /* a handoff to the helpers costs more than a small window; the
+         * calling thread alone still gains from prefetching */
+        size_t minw = s->cfg.min_window ? s->cfg.min_window : PAR_MIN_BATCH;
+        if (s->threads > 1 && s->bn >= minw) {
+            run_window(s, true);
+        } else if (s->bn >= SOLO_MIN_BATCH || s->bn >= minw) {
+            run_window(s, false);
         } else {
             /* nothing processed here lands inside the window, so running it
              * serially from the popped copy is the same as popping one by one */

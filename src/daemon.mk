@@ -14,7 +14,7 @@ TESTS += tests/integration/test_http.sh tests/integration/test_http_daemon.sh \
 	tests/integration/test_cli.sh tests/integration/test_http_locks.sh
 dist_noinst_SCRIPTS += tests/integration/test_http.sh tests/integration/test_http_daemon.sh \
 	tests/integration/test_cli.sh tests/integration/test_http_locks.sh
-EXTRA_DIST += tests/integration/http_lib.sh
+EXTRA_DIST += tests/integration/http_lib.sh tests/integration/tap_lib.sh
 
 check_PROGRAMS += tests/unit/test_config
 TESTS += tests/unit/test_config

@@ -6,8 +6,7 @@ D=$B/src/statemeshd
 C=$B/src/statemesh
 T=$(mktemp -d /tmp/sm-http.XXXXXX)
 declare -a SMD_PIDS=()
-_n=0
-_failed=0
+. "$(dirname "${BASH_SOURCE[0]}")/tap_lib.sh"
 
 cleanup() {
     for p in "${SMD_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
@@ -16,26 +15,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-plan() { echo "1..$1"; }
-ok() { _n=$((_n + 1)); echo "ok $_n - $*"; }
-not_ok() {
-    _n=$((_n + 1)); _failed=$((_failed + 1)); echo "not ok $_n - $*"
-    [ -n "${LAST:-}" ] && printf '%s\n' "$LAST" | head -5 | sed 's/^/# got: /'
-    for f in "$T"/*.log; do [ -f "$f" ] && tail -3 "$f" | sed "s|^|# $(basename "$f"): |"; done
-    return 0
-}
-# check DESCRIPTION CMD...: ok when CMD succeeds
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-# is DESCRIPTION GOT WANT
-is() { LAST=$2; if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1 (want '$3')"; fi; }
-finish() { exit $((_failed > 0)); }
-
-now_ms() { date +%s%3N; }
-wait_for() { # seconds cmd...
-    local end=$(($(now_ms) + $1 * 1000)); shift
-    while [ "$(now_ms)" -lt "$end" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.02; done
-    return 1
-}
+tap_diag() { tail_logs 3 "$T"/*.log; }
 
 # start_daemon NAME ARGS...: run statemeshd with --http 127.0.0.1:0 (unless
 # ARGS has --http), wait for its "http listening" log line; sets PID and ADDR.

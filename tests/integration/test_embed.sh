@@ -31,29 +31,9 @@ if [ "${SM_VALGRIND:-0}" = 1 ]; then
     SLOW=4
 fi
 
-n=0
-failed=0
-echo "1..13"
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-not_ok() {
-    n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"
-    for f in "$T"/*.log "$T"/*.out "$T"/*.err; do
-        [ -s "$f" ] && tail -5 "$f" | sed "s|^|# ${f##*/}: |"
-    done
-}
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-
-now_ms() { date +%s%3N; }
-wait_for() { # seconds cmd...
-    local end=$(($(now_ms) + $1 * SLOW * 1000)); shift
-    while [ "$(now_ms)" -lt "$end" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-    return 1
-}
-free_port() { # tcp|udp
-    python3 -c 'import socket,sys
-t = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
-s = socket.socket(socket.AF_INET, t); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' "$1"
-}
+. "$(dirname "$0")/tap_lib.sh"
+tap_diag() { tail_logs 5 "$T"/*.log "$T"/*.out "$T"/*.err; }
+plan 13
 has_line() { grep -qxF -- "$2" "$T/$1"; } # file exact-line
 
 "$C" ca init "$T/ca" >/dev/null || { echo "Bail out! statemesh ca init failed"; exit 1; }
@@ -149,4 +129,4 @@ fi
 check "SIGTERM: embed A exits 0 (got $rc)" [ "$rc" = 0 ]
 check "after SIGTERM the daemon lists ea as left" wait_for 5 state_is ea left
 
-exit $((failed > 0))
+finish

@@ -26,23 +26,9 @@ cleanup() { # SIGTERM (the daemons leave within 2 s), SIGKILL whatever is left a
 }
 trap cleanup EXIT
 
-n=0
-failed=0
-echo "1..23"
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-not_ok() {
-    n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"
-    [ -n "${WHY:-}" ] && echo "# $WHY"
-    for i in 0 1 2; do [ -f "$T/n$i.log" ] && tail -5 "$T/n$i.log" | sed "s/^/# n$i: /"; done
-}
-check() { local what=$1; shift; WHY=""; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-
-now_ms() { date +%s%3N; }
-wait_for() { # seconds cmd...
-    local end=$(($(now_ms) + $1 * 1000)); shift
-    while [ "$(now_ms)" -lt "$end" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-    return 1
-}
+. "$(dirname "$0")/tap_lib.sh"
+tap_diag() { tail_logs 5 "$T"/n[012].log; }
+plan 23
 url() { echo "http://127.0.0.1:${HTTP[$1]}$2"; }
 up() { curl -sf -o /dev/null "$(url "$1" /healthz)"; }
 value_is() { [ "$(curl -sf "$(url "$1" "/v1/kv/$2")")" = "$3" ]; }
@@ -277,4 +263,4 @@ curl -sf -X PUT --data-binary done "$(url 0 /v1/kv/after:1)" >/dev/null
 after() { up "$1" && value_is "$1" after:1 done; }
 check "after the attacks every daemon serves and a write on n0 reaches n1 and n2" \
     eval 'wait_for 5 all_on "0 1 2" after && kill -0 ${PID[0]} ${PID[1]} ${PID[2]}'
-exit $((failed > 0))
+finish

@@ -31,21 +31,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-n=0
-failed=0
-echo "1..12"
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; for i in 0 1 2 3 4; do [ -f "$T/n$i.log" ] && tail -5 "$T/n$i.log" | sed "s/^/# n$i: /"; done; }
-skip() { n=$((n + 1)); echo "ok $n - $* # SKIP ${SKIP_WHY}"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else not_ok "$what"; fi; }
-
-now_ms() { date +%s%3N; }
-wait_for() { # seconds cmd...
-    local end=$(($(now_ms) + $1 * 1000)); shift
-    while [ "$(now_ms)" -lt "$end" ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-    return 1
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$(dirname "$0")/tap_lib.sh"
+tap_diag() { tail_logs 5 "$T"/n[01234].log; }
+plan 12
 url() { echo "http://127.0.0.1:${HTTP[$1]}$2"; }
 value_is() { [ "$(curl -sf "$(url "$1" "/v1/kv/$2")")" = "$3" ]; }
 missing() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$(url "$1" "/v1/kv/$2")")" = 404 ]; }
@@ -74,7 +62,7 @@ start() { # i
 for i in 0 1 2 3 4; do
     "$C" cert issue --ca "$T/ca" --node-id "n$i" --out "$T/certs" >/dev/null ||
         { echo "Bail out! cert issue failed"; exit 1; }
-    UDP[$i]=$(free_port)
+    UDP[$i]=$(free_port udp)
     HTTP[$i]=$(free_port)
 done
 for i in 0 1 2 3 4; do start "$i"; done
@@ -139,10 +127,10 @@ sys.exit(0 if ok else 1)"; }
 check "every family the example alerting rules use is exported (dist/statemesh-alerts.yml)" alert_families
 
 if [ -z "${SM_IN_NETNS:-}" ]; then
-    SKIP_WHY="needs root, iproute2 and nftables for a private network namespace"
-    skip "partition of n4 (nftables) is detected"
-    skip "after healing, both sides converge on writes made during the partition"
-    skip "the conflicting key holds the value the merge order picks everywhere"
+    why="needs root, iproute2 and nftables for a private network namespace"
+    skip "partition of n4 (nftables) is detected" "$why"
+    skip "after healing, both sides converge on writes made during the partition" "$why"
+    skip "the conflicting key holds the value the merge order picks everywhere" "$why"
 else
     nft add table inet smpart
     nft add chain inet smpart in '{ type filter hook input priority 0; }'
@@ -164,4 +152,4 @@ else
     check "the conflicting key holds the value the merge order picks everywhere" \
         wait_for 10 all_on "0 1 2 3 4" conflict
 fi
-exit $((failed > 0))
+finish
