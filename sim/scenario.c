@@ -549,7 +549,8 @@ int sim_scenario_run(const struct sim_opts *o, struct sim_result *res, char *err
         snprintf(err, errlen, "cannot create the simulation: %s", sm_strerror(rc));
         return rc;
     }
-    struct sim_hooks h = {.arg = &r, .member = on_member, .spread = on_spread};
+    struct sim_hooks h = {
+        .arg = &r, .member = on_member, .member_mask = 1u << SIM_MEV_DEAD, .spread = on_spread};
     sim_set_hooks(r.s, &h);
     rc = fn(&r, warm);
     if (rc < 0) snprintf(err, errlen, "scenario %s failed: %s", o->scenario, sm_strerror(rc));

@@ -821,6 +821,7 @@ void sim_send(struct sim *s, uint32_t from, uint32_t to, const uint8_t *buf, siz
 
 void sim_member_event(struct sim *s, uint32_t observer, uint32_t subject, enum sim_member_ev ev)
 {
+    if (!s->hooks.member || (s->hooks.member_mask && !(s->hooks.member_mask >> ev & 1u))) return;
     if (tl_w) {
         struct op *o = op_add(tl_w, OP_MEMBER);
         o->a = observer;
