@@ -8,7 +8,7 @@ fails=0
 ok() { n=$((n + 1)); echo "ok $n - $1"; }
 no() { n=$((n + 1)); fails=$((fails + 1)); echo "not ok $n - $1"; }
 check() { if eval "$2"; then ok "$1"; else no "$1"; fi; }
-echo "1..14"
+echo "1..17"
 
 "$SIM" --help >"$TMP/help" 2>&1
 check "--help exits 0" "[ $? -eq 0 ]"
@@ -52,4 +52,16 @@ check "same seed, same JSON (wall_s aside)" "python3 -c \"
 import json,sys
 a,b=(json.load(open(f)) for f in ('$TMP/j1','$TMP/j2'))
 a.pop('wall_s'); b.pop('wall_s'); sys.exit(a!=b)\""
+"$SIM" --scenario converge --nodes 10 --seed 1 --threads 0 >/dev/null 2>"$TMP/e8"
+check "--threads 0 exits 2" "[ $? -eq 2 ] && grep -q 'threads: 0 is out of range' '$TMP/e8'"
+# the gossip core with 2% loss on one and on three threads: the same run
+for t in 1 3; do
+    "$SIM" --scenario failure --nodes 300 --seed 9 --loss 0.02 --duration-s 5 --threads $t \
+        --json -q >"$TMP/t$t" 2>/dev/null
+done
+check "a gossip run on three threads exits 0" "[ -s '$TMP/t3' ]"
+check "one thread and three give the same JSON (wall_s aside)" "python3 -c \"
+import json,sys
+a,b=(json.load(open(f)) for f in ('$TMP/t1','$TMP/t3'))
+a.pop('wall_s'); b.pop('wall_s'); sys.exit(a!=b or a['events'] < 50000)\""
 [ $fails -eq 0 ]
