@@ -27,13 +27,15 @@
  *   re-armed when it fires, which avoids a heap push for every postponement.
  * - After every call into a node the engine looks at its replica's root digest
  *   (O(1)); only when it changed does it check tracked updates and watched keys.
- * - Windows (threads > 1). Every link takes at least 1 ms and a node's timer
- *   always lands on a later millisecond, so nothing done while processing the
- *   events of one millisecond [k, k+1) ms can create an event inside it: the
- *   window's events are independent across nodes. The engine pops the whole
- *   window, and each worker thread runs the events of its own nodes (node id
- *   modulo threads) in window order. A worker does not touch shared state: its
- *   sends, timer arms, member events and update holds go to its log, and the
+ * - Windows. Every link takes at least 1 ms and a node's timer always lands
+ *   on a later millisecond, so nothing done while processing the events of
+ *   one millisecond [k, k+1) ms can create an event inside it: the window's
+ *   events are independent across nodes. The engine pops the whole window and
+ *   groups it into NBLK blocks of nodes (id modulo NBLK); the workers (the
+ *   calling thread, plus the helper threads for large windows) take blocks
+ *   until none is left and run a block's events in window order, prefetching
+ *   a few events ahead. A worker does not touch shared state: its sends, timer
+ *   arms, member events and update holds go to the block's log, and the
  *   calling thread replays the logs in window order afterwards - drawing
  *   latency and loss, pushing heap entries, calling the hooks - exactly as a
  *   single thread would have done them. The result is the same bit for bit
@@ -173,7 +175,6 @@ struct sim {
 
 struct worker {
     struct sim *s;
-    unsigned idx;
     pthread_t th;
     bool started;
     int64_t now;
@@ -208,16 +209,24 @@ static void oom(void)
     abort();
 }
 
+/* @p p (an array of *cap elements of @p elem bytes) grown to hold @p need:
+ * doubling from @p first; out of memory aborts, like every engine allocation
+ * in the middle of a run. */
+static void *grow(void *p, size_t *cap, size_t need, size_t elem, size_t first)
+{
+    if (need <= *cap) return p;
+    size_t nc = *cap ? *cap : first;
+    while (nc < need) nc *= 2;
+    p = realloc(p, nc * elem);
+    if (!p) oom();
+    *cap = nc;
+    return p;
+}
+
 static struct op *op_add(struct worker *w, enum op_kind kind)
 {
     struct oplog *l = w->log;
-    if (l->nops == l->opcap) {
-        size_t nc = l->opcap ? l->opcap * 2 : 256;
-        struct op *o = realloc(l->ops, nc * sizeof(*o));
-        if (!o) oom();
-        l->ops = o;
-        l->opcap = nc;
-    }
+    l->ops = grow(l->ops, &l->opcap, l->nops + 1, sizeof(*l->ops), 256);
     struct op *o = &l->ops[l->nops++];
     o->ev = w->ev;
     o->kind = (uint8_t)kind;
@@ -706,18 +715,17 @@ static void link_latency(const struct sim *s, uint32_t a, uint32_t b, int64_t *l
 int sim_set_link_latency(struct sim *s, uint32_t a, uint32_t b, int64_t min_us, int64_t max_us)
 {
     if (a >= s->n || b >= s->n || min_us < 0 || max_us < min_us) return SM_EINVAL;
+    if (min_us < SIM_US) s->par_ok = false; /* windows need >= 1 ms everywhere */
     for (size_t i = 0; i < s->nlinks; i++)
         if (s->links[i].a == a && s->links[i].b == b) {
             s->links[i].min_us = min_us;
             s->links[i].max_us = max_us;
-            if (min_us < SIM_US) s->par_ok = false;
             return 0;
         }
     struct link *l = realloc(s->links, (s->nlinks + 1) * sizeof(*l));
     if (!l) return SM_ENOMEM;
     s->links = l;
     s->links[s->nlinks++] = (struct link){a, b, min_us, max_us};
-    if (min_us < SIM_US) s->par_ok = false;
     return 0;
 }
 
@@ -784,14 +792,7 @@ void sim_send(struct sim *s, uint32_t from, uint32_t to, const uint8_t *buf, siz
     if (w) {
         /* deferred: counted, dropped or delayed at the replay, in window order */
         struct oplog *l = w->log;
-        if (l->blen + len > l->bcap) {
-            size_t nc = l->bcap ? l->bcap : 16384;
-            while (nc < l->blen + len) nc *= 2;
-            uint8_t *b = realloc(l->buf, nc);
-            if (!b) oom();
-            l->buf = b;
-            l->bcap = nc;
-        }
+        l->buf = grow(l->buf, &l->bcap, l->blen + len, 1, 16384);
         struct op *o = op_add(w, OP_SEND);
         o->x = (uint8_t)cls;
         o->a = from;
@@ -829,7 +830,7 @@ void sim_member_event(struct sim *s, uint32_t observer, uint32_t subject, enum s
         o->x = (uint8_t)ev;
         return;
     }
-    if (s->hooks.member) s->hooks.member(s->hooks.arg, s, observer, subject, ev);
+    s->hooks.member(s->hooks.arg, s, observer, subject, ev);
 }
 
 /* ---- event loop ---- */
@@ -973,7 +974,6 @@ static int workers_start(struct sim *s)
     s->par_ok = s->cfg.lat_min_us >= SIM_US && !s->cfg.proto->global_order;
     for (unsigned i = 0; i < s->threads; i++) {
         s->w[i].s = s;
-        s->w[i].idx = i;
         if (i == 0) continue; /* the calling thread runs share 0 */
         if (pthread_create(&s->w[i].th, NULL, worker_main, &s->w[i]) != 0) return SM_ENOMEM;
         s->w[i].started = true;
@@ -1025,12 +1025,7 @@ static void run_window(struct sim *s, bool helpers)
 {
     unsigned nt = helpers ? s->threads : 1;
     /* group the window by block (a stable counting sort) */
-    if (s->bixcap < s->bn) {
-        uint32_t *p = realloc(s->bix, s->bn * sizeof(*p));
-        if (!p) oom();
-        s->bix = p;
-        s->bixcap = s->bn;
-    }
+    s->bix = grow(s->bix, &s->bixcap, s->bn, sizeof(*s->bix), 4096);
     uint32_t cnt[NBLK + 1] = {0};
     for (size_t i = 0; i < s->bn; i++) cnt[ev_node(&s->batch[i]) % NBLK + 1]++;
     for (unsigned b = 0; b < NBLK; b++) cnt[b + 1] += cnt[b];
@@ -1103,13 +1098,7 @@ uint64_t sim_run_until(struct sim *s, int64_t t_us)
         if (end > t_us + 1) end = t_us + 1;
         s->bn = 0;
         while (s->hn && s->heap[0].t < end) {
-            if (s->bn == s->bcap) {
-                size_t nc = s->bcap ? s->bcap * 2 : 4096;
-                struct ev *b = realloc(s->batch, nc * sizeof(*b));
-                if (!b) oom();
-                s->batch = b;
-                s->bcap = nc;
-            }
+            s->batch = grow(s->batch, &s->bcap, s->bn + 1, sizeof(*s->batch), 4096);
             s->batch[s->bn++] = heap_pop(s);
         }
         n += s->bn;

@@ -358,6 +358,20 @@ static void test_watch_and_oracle(void **state)
     sim_delete(s);
 }
 
+/* Run a scenario; its JSON result (wall_s null). */
+static char *scenario_json(const struct sim_opts *o, struct sim_result *r)
+{
+    char err[128];
+    assert_int_equal(sim_scenario_run(o, r, err, sizeof(err)), 0);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    sim_result_json(f, r, -1);
+    fclose(f);
+    return buf;
+}
+
 static char *run_json(const char *scenario, uint32_t n, uint64_t seed)
 {
     struct sim_opts o;
@@ -370,15 +384,7 @@ static char *run_json(const char *scenario, uint32_t n, uint64_t seed)
     o.loss = 0.05;
     o.skew_ms = 20;
     struct sim_result r;
-    char err[128];
-    assert_int_equal(sim_scenario_run(&o, &r, err, sizeof(err)), 0);
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    assert_non_null(f);
-    sim_result_json(f, &r, -1);
-    fclose(f);
-    return buf;
+    return scenario_json(&o, &r);
 }
 
 static void test_determinism(void **state)
@@ -416,20 +422,15 @@ static char *run_threads(const char *scenario, uint32_t n, uint64_t seed, unsign
     o.csv = open_memstream(&cbuf, &clen);
     assert_non_null(o.csv);
     struct sim_result r;
-    char err[128];
-    assert_int_equal(sim_scenario_run(&o, &r, err, sizeof(err)), 0);
+    char *json = scenario_json(&o, &r);
     fclose(o.csv);
     assert_int_equal(r.violations, 0);
     assert_true(r.stats.events > 5000);
-    char *buf = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&buf, &len);
-    assert_non_null(f);
-    sim_result_json(f, &r, -1);
-    fputs(cbuf, f);
-    fclose(f);
+    char *all = NULL;
+    assert_true(asprintf(&all, "%s%s", json, cbuf) > 0);
+    free(json);
     free(cbuf);
-    return buf;
+    return all;
 }
 
 /* Windows on several threads give the serial engine's result bit for bit:
