@@ -306,13 +306,26 @@ static uint64_t core_incarnation(void *p)
     return sm_node_incarnation(((struct core *)p)->node);
 }
 
+/* Node @p id's member id, "n<id>" as the engine names nodes (no snprintf: the
+ * prefetch path spells one per event). Returns its length. */
+static size_t member_id(uint32_t id, char out[12])
+{
+    char digits[10];
+    size_t nd = 0, len = 0;
+    do digits[nd++] = (char)('0' + id % 10);
+    while ((id /= 10) && nd < sizeof(digits));
+    out[len++] = 'n';
+    while (nd) out[len++] = digits[--nd];
+    return len;
+}
+
 static bool core_knows(void *p, uint32_t id)
 {
     const struct core *c = p;
-    char name[16];
+    char name[12];
     struct sm_member_info m;
-    int len = snprintf(name, sizeof(name), "n%u", (unsigned)id);
-    if (sm_node_member_get(c->node, name, (size_t)len, &m) < 0) return false;
+    size_t len = member_id(id, name);
+    if (sm_node_member_get(c->node, name, len, &m) < 0) return false;
     return m.state == SM_MEMBER_ALIVE || m.state == SM_MEMBER_SUSPECT;
 }
 
@@ -323,17 +336,8 @@ static void core_prefetch(void *p, int stage, uint32_t from)
         __builtin_prefetch(c);
         return;
     }
-    char id[16];
-    size_t len = 0;
-    if (from != UINT32_MAX && stage >= 2) {
-        /* "n<from>", as node_name() spells it */
-        char digits[10];
-        size_t nd = 0;
-        do digits[nd++] = (char)('0' + from % 10);
-        while ((from /= 10) && nd < sizeof(digits));
-        id[len++] = 'n';
-        while (nd) id[len++] = digits[--nd];
-    }
+    char id[12];
+    size_t len = from != UINT32_MAX && stage >= 2 ? member_id(from, id) : 0;
     sm_node_prefetch(c->node, stage - 1, id, len);
 }
 
