@@ -70,6 +70,11 @@ static const char usage[] =
     "events, updates, live, invariant_violations, virtual_s, packets{...}, wall_s. Fields\n"
     "that do not apply to the scenario are null.\n"
     "\n"
+    "Environment: STATEMESH_SIM_HUGETLB=0 keeps the heap on normal pages (by default the\n"
+    "simulator re-executes itself once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1);\n"
+    "SIM_DEBUG=1 prints diagnostics on stderr (slow updates, false positives, per-node\n"
+    "figures at the end).\n"
+    "\n"
     "Exit status: 0 when the run completed (whether or not targets were met), 1 when an\n"
     "invariant was violated (a record moved backwards in the merge order, an incarnation\n"
     "decreased; the seed is printed), 2 on bad arguments.\n"
@@ -270,7 +275,8 @@ int main(int argc, char **argv)
             break;
         case O_THREADS: {
             uint64_t t = parse_u64(optarg, "--threads");
-            if (t < 1 || t > 16) die_usage("--threads: %s is out of range (1..16)", optarg);
+            if (t < 1 || t > SIM_MAX_THREADS)
+                die_usage("--threads: %s is out of range (1..%d)", optarg, SIM_MAX_THREADS);
             o.threads = (unsigned)t;
             break;
         }
