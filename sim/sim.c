@@ -16,11 +16,16 @@
 /*
  * Design notes.
  *
- * - Events are 24 bytes in a 4-ary min-heap keyed by (time, seq). The sequence
- *   number is global and strictly increasing, so ties break by insertion order
- *   and the order never depends on addresses or the heap's internal layout.
- * - A packet is copied once into a pool slot (fixed stride arena, free list);
- *   the delivery event carries the slot index. Duplicates take a second slot.
+ * - Events are 32 bytes in 4-ary min-heaps keyed by (time, key). The key is
+ *   the event's origin node (the sender of a packet, the owner of a timer)
+ *   and that node's own event counter: unique, and decided by the origin
+ *   alone, so the order never depends on addresses, heap layout or threads.
+ *   Ties at the same microsecond go to the lower origin id, then to the
+ *   origin's order.
+ * - The network's draws (latency, loss, duplication, reordering) come from
+ *   the sender's own PRNG stream, for the same reason.
+ * - A packet is copied once, into a malloc'd message that the delivery event
+ *   points to; the receiving side frees it. Duplicates are a second copy.
  * - Each node has at most one live timer entry. When the protocol's deadline
  *   moves earlier a new entry is pushed and the old one is invalidated by the
  *   node's generation counter; when it moves later the old entry stays and is
@@ -30,37 +35,55 @@
  * - Windows. Every link takes at least 1 ms and a node's timer always lands
  *   on a later millisecond, so nothing done while processing the events of
  *   one millisecond [k, k+1) ms can create an event inside it: the window's
- *   events are independent across nodes. The engine pops the whole window and
- *   groups it into NBLK blocks of nodes (id modulo NBLK); the workers (the
- *   calling thread, plus the helper threads for large windows) take blocks
- *   until none is left and run a block's events in window order, prefetching
- *   a few events ahead. A worker does not touch shared state: its sends, timer
- *   arms, member events and update holds go to the block's log, and the
- *   calling thread replays the logs in window order afterwards - drawing
- *   latency and loss, pushing heap entries, calling the hooks - exactly as a
- *   single thread would have done them. The result is the same bit for bit
- *   whatever the thread count (tests/unit/test_sim checks it).
+ *   events are independent across nodes. The nodes are split into NBLK
+ *   blocks (id modulo NBLK), each with its own heap. The workers (the calling
+ *   thread, plus helper threads once windows are large enough) take blocks
+ *   until none is left; for a block a worker first moves into its heap what
+ *   other workers staged for it in the previous window, pops the events
+ *   before the window's end and runs them in key order, prefetching a few
+ *   events ahead. Sends and timers for the block's own nodes go straight to
+ *   its heap; those for other blocks go to the worker's outbox for that block
+ *   (two sets, by window parity, so a block drains last window's while this
+ *   window's fill). Effects on shared state - member events for the scenario,
+ *   updates reaching a node, counters - are kept per worker and applied by
+ *   the calling thread after the window, sorted by (time, key). The result
+ *   is the same bit for bit whatever the thread count (tests/unit/test_sim
+ *   checks it). A latency under 1 ms anywhere turns the engine serial: one
+ *   heap, every event in (time, key) order.
  */
 
 enum { EV_PKT = 0, EV_TIMER = 1 };
 
+/* A packet in flight: malloc'd by the sender's thread, freed by the receiver's. */
+struct msg {
+    uint32_t from, len;
+    uint8_t data[];
+};
+
+/* Event keys: origin node << KEY_SHIFT | the origin's event counter << 1 | kind.
+ * Unique, and decided by the origin node alone (see the notes). */
+#define KEY_SHIFT 43
+#define KEY_CTR   ((UINT64_C(1) << (KEY_SHIFT - 1)) - 1)
+
 struct ev {
     int64_t t;
-    uint64_t seqk; /* seq << 1 | kind: orders like seq because seq is unique */
-    uint32_t a;    /* packet slot or node */
-    uint32_t b;    /* timer generation */
+    uint64_t key;
+    struct msg *m; /* EV_PKT */
+    uint32_t node; /* receiver, or the timer's node */
+    uint32_t gen;  /* EV_TIMER: the node's timer generation */
 };
 
-struct pkt {
-    uint32_t from, to;
-    uint32_t len;
-    uint32_t next_free;
-    uint8_t *big; /* payload when larger than the arena stride */
+struct heap {
+    struct ev *v;
+    size_t n, cap;
 };
 
-#define PKT_STRIDE 1536u
-#define PKT_CHUNK  4096u /* slots per arena chunk */
-#define NO_SLOT    UINT32_MAX
+/* Events a worker made for another block's nodes, drained by that block's
+ * owner in the next window. */
+struct evbuf {
+    struct ev *v;
+    size_t n, cap;
+};
 
 struct tuple {
     uint64_t version, hlc;
@@ -71,6 +94,8 @@ struct tuple {
 struct node {
     void *proto;
     struct crdt_replica *replica;
+    struct rng rng;   /* the network's draws for packets this node sends */
+    uint64_t evseq;   /* events this node made (keys) */
     int64_t skew_ms;
     int64_t timer_at; /* armed heap entry time (us) or SIM_NEVER */
     uint32_t timer_gen;
@@ -101,43 +126,30 @@ struct link {
     int64_t min_us, max_us;
 };
 
-enum op_kind { OP_SEND, OP_TIMER, OP_MEMBER, OP_HOLD };
+enum sop_kind { SOP_MEMBER, SOP_HOLD };
 
-/* A worker's deferred effect, replayed in window order by the calling thread. */
-struct op {
-    uint32_t ev; /* window index of the event that made it */
+/* An effect on the scenario's shared state that a worker defers: replayed by
+ * the calling thread after the window, in (time, event key, order) order. */
+struct sop {
+    int64_t t;
+    uint64_t key;
+    uint32_t sub; /* its place among its event's effects */
     uint8_t kind;
-    uint8_t x;    /* OP_SEND: packet class; OP_MEMBER: event */
-    uint32_t a, b; /* from,to | node,generation | observer,subject | track,node */
-    uint32_t len;  /* OP_SEND payload */
-    int64_t t;     /* OP_TIMER: when */
-    size_t off;    /* OP_SEND: payload offset in the worker's buffer */
+    uint8_t x;     /* SOP_MEMBER: the event */
+    uint32_t a, b; /* observer,subject | track,node */
 };
 
-/* The ops of one block of nodes; blocks go to whichever worker is free. */
-struct oplog {
-    struct op *ops;
-    size_t nops, opcap;
-    uint8_t *buf;
-    size_t blen, bcap;
-};
-
-#define NBLK 64 /* node blocks (node id % NBLK) a window is split into */
+#define NBLK 64 /* node blocks (node id % NBLK), each with its own heap */
 
 struct sim {
     struct sim_config cfg;
     struct sim_hooks hooks;
     struct sim_stats st;
-    struct rng net_rng, user_rng;
+    struct rng user_rng;
     int64_t now;
-    uint64_t seq;
-    /* heap */
-    struct ev *heap;
-    size_t hn, hcap;
-    /* packet pool */
-    struct pkt *pkts;
-    uint8_t **chunks; /* payload arena in fixed chunks: a payload never moves while delivered */
-    uint32_t pcap, pfree;
+    /* one heap per block of nodes (a single one when serial) */
+    unsigned nblk;
+    struct heap heaps[NBLK];
     /* nodes */
     struct node *nodes;
     uint32_t n, live;
@@ -158,8 +170,12 @@ struct sim {
     unsigned threads;
     bool par_ok; /* every latency >= 1 ms: a window's events are independent */
     struct worker *w;
-    struct ev *batch;
-    size_t bn, bcap;
+    struct evbuf *out; /* [worker][parity][block] */
+    unsigned par;      /* parity the running window writes */
+    int64_t wend;      /* end of the running window (exclusive) */
+    size_t last_window; /* events of the last window (picks helpers or not) */
+    struct sop *sops;  /* the window's deferred effects, gathered */
+    size_t nsops, sopcap;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     atomic_uint go;      /* window generation */
@@ -167,29 +183,34 @@ struct sim {
     unsigned sleeping;   /* helpers waiting on cv (under mu) */
     bool quit;
     atomic_uint next_blk; /* the next block to take */
-    struct oplog logs[NBLK];
-    uint32_t *bix; /* window indices grouped by block, window order within */
-    size_t bixcap;
-    uint32_t bstart[NBLK + 1];
 };
+
+#define NO_BLK UINT32_MAX
 
 struct worker {
     struct sim *s;
     pthread_t th;
     bool started;
+    unsigned idx;
+    uint32_t blk;        /* the block being run (its heap is ours), NO_BLK */
     int64_t now;
-    uint32_t ev;
-    struct oplog *log; /* the block being run */
-    struct sim_stats st; /* events, delivered, to_down, partitioned, timers */
+    uint64_t key;        /* the event being run */
+    uint32_t sub;        /* effects it deferred so far */
+    int64_t omin[2];     /* earliest event staged in out[idx][parity] */
+    struct ev *batch;    /* the block's share of the window */
+    size_t bn, bcap;
+    struct sop *sops;
+    size_t nsops, sopcap;
+    struct sim_stats st; /* every counter, summed after the window */
     uint64_t violations;
     int64_t matching;
+    size_t events;       /* events this worker ran in the window */
 };
 
 /* The worker whose share of a window this thread is running (NULL: serial). */
 static _Thread_local struct worker *tl_w;
 
-#define PAR_MIN_BATCH  128 /* default: smaller windows run on the calling thread alone */
-#define SOLO_MIN_BATCH 16  /* smaller still: event by event (no logs, no prefetching) */
+#define PAR_MIN_BATCH 32 /* default: after smaller windows the calling thread runs alone */
 
 static inline void cpu_relax(void)
 {
@@ -223,105 +244,116 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem, size_t first)
     return p;
 }
 
-static struct op *op_add(struct worker *w, enum op_kind kind)
+static struct sop *sop_add(struct worker *w, enum sop_kind kind)
 {
-    struct oplog *l = w->log;
-    l->ops = grow(l->ops, &l->opcap, l->nops + 1, sizeof(*l->ops), 256);
-    struct op *o = &l->ops[l->nops++];
-    o->ev = w->ev;
+    w->sops = grow(w->sops, &w->sopcap, w->nsops + 1, sizeof(*w->sops), 256);
+    struct sop *o = &w->sops[w->nsops++];
+    o->t = w->now;
+    o->key = w->key;
+    o->sub = w->sub++;
     o->kind = (uint8_t)kind;
     return o;
 }
 
 static int workers_start(struct sim *s);
+static void go_serial(struct sim *s);
 static void workers_stop(struct sim *s);
 
-/* ---- heap ---- */
+/* ---- heaps ---- */
 
 static inline bool ev_less(const struct ev *x, const struct ev *y)
 {
-    return x->t < y->t || (x->t == y->t && x->seqk < y->seqk);
+    return x->t < y->t || (x->t == y->t && x->key < y->key);
 }
 
-static int heap_push(struct sim *s, int64_t t, int kind, uint32_t a, uint32_t b)
+/* 4-ary min-heap on (time, key) */
+static void heap_push(struct heap *h, const struct ev *e)
 {
-    if (s->hn == s->hcap) {
-        size_t nc = s->hcap ? s->hcap * 2 : 1024;
-        struct ev *h = realloc(s->heap, nc * sizeof(*h));
-        if (!h) return SM_ENOMEM;
-        s->heap = h;
-        s->hcap = nc;
-    }
-    struct ev e = {t, (s->seq++ << 1) | (uint64_t)kind, a, b};
-    size_t i = s->hn++;
+    h->v = grow(h->v, &h->cap, h->n + 1, sizeof(*h->v), 1024);
+    size_t i = h->n++;
     while (i > 0) {
         size_t p = (i - 1) / 4;
-        if (!ev_less(&e, &s->heap[p])) break;
-        s->heap[i] = s->heap[p];
+        if (!ev_less(e, &h->v[p])) break;
+        h->v[i] = h->v[p];
         i = p;
     }
-    s->heap[i] = e;
-    return 0;
+    h->v[i] = *e;
 }
 
-static struct ev heap_pop(struct sim *s)
+static struct ev heap_pop(struct heap *h)
 {
-    struct ev top = s->heap[0];
-    struct ev last = s->heap[--s->hn];
-    size_t i = 0, n = s->hn;
+    struct ev top = h->v[0];
+    struct ev last = h->v[--h->n];
+    size_t i = 0, n = h->n;
     for (;;) {
         size_t c = 4 * i + 1;
         if (c >= n) break;
         size_t best = c;
         size_t end = c + 4 < n ? c + 4 : n;
         for (size_t j = c + 1; j < end; j++)
-            if (ev_less(&s->heap[j], &s->heap[best])) best = j;
-        if (!ev_less(&s->heap[best], &last)) break;
-        s->heap[i] = s->heap[best];
+            if (ev_less(&h->v[j], &h->v[best])) best = j;
+        if (!ev_less(&h->v[best], &last)) break;
+        h->v[i] = h->v[best];
         i = best;
     }
-    if (n > 0) s->heap[i] = last;
+    if (n > 0) h->v[i] = last;
     return top;
 }
 
-/* ---- packet pool ---- */
-
-static uint32_t pkt_alloc(struct sim *s)
+/* The next key of node @p origin (whose events only its own thread makes). */
+static inline uint64_t ev_key(struct sim *s, uint32_t origin, int kind)
 {
-    if (s->pfree == NO_SLOT) {
-        uint32_t nc = s->pcap + PKT_CHUNK;
-        struct pkt *p = realloc(s->pkts, (size_t)nc * sizeof(*p));
-        if (!p) return NO_SLOT;
-        s->pkts = p;
-        uint8_t **c = realloc(s->chunks, (size_t)(nc / PKT_CHUNK) * sizeof(*c));
-        if (!c) return NO_SLOT;
-        s->chunks = c;
-        c[nc / PKT_CHUNK - 1] = malloc((size_t)PKT_CHUNK * PKT_STRIDE);
-        if (!c[nc / PKT_CHUNK - 1]) return NO_SLOT;
-        for (uint32_t i = nc; i-- > s->pcap;) {
-            s->pkts[i].next_free = s->pfree;
-            s->pkts[i].big = NULL;
-            s->pfree = i;
-        }
-        s->pcap = nc;
+    struct node *nd = &s->nodes[origin];
+    return (uint64_t)origin << KEY_SHIFT | (nd->evseq++ & KEY_CTR) << 1 | (uint64_t)kind;
+}
+
+static inline struct evbuf *outbox(const struct sim *s, unsigned w, unsigned par, unsigned b)
+{
+    return &s->out[((size_t)w * 2 + par) * NBLK + b];
+}
+
+/* Schedule @p e: into its block's heap when this thread owns it (serial, or
+ * the worker running that block), else into the worker's outbox. */
+static void ev_put(struct sim *s, const struct ev *e)
+{
+    unsigned b = e->node % s->nblk;
+    struct worker *w = tl_w;
+    if (!w || b == w->blk) {
+        heap_push(&s->heaps[b], e);
+        return;
     }
-    uint32_t i = s->pfree;
-    s->pfree = s->pkts[i].next_free;
-    return i;
+    struct evbuf *o = outbox(s, w->idx, s->par, b);
+    o->v = grow(o->v, &o->cap, o->n + 1, sizeof(*o->v), 256);
+    o->v[o->n++] = *e;
+    if (e->t < w->omin[s->par]) w->omin[s->par] = e->t;
 }
 
-static void pkt_free(struct sim *s, uint32_t i)
+/* Move every staged event into its heap (serial: between windows). */
+static void drain_all(struct sim *s)
 {
-    free(s->pkts[i].big);
-    s->pkts[i].big = NULL;
-    s->pkts[i].next_free = s->pfree;
-    s->pfree = i;
+    if (!s->out) return;
+    for (unsigned w = 0; w < s->threads; w++) {
+        for (unsigned par = 0; par < 2; par++) {
+            for (unsigned b = 0; b < NBLK; b++) {
+                struct evbuf *o = outbox(s, w, par, b);
+                for (size_t i = 0; i < o->n; i++) heap_push(&s->heaps[o->v[i].node % s->nblk], &o->v[i]);
+                o->n = 0;
+            }
+            s->w[w].omin[par] = SIM_NEVER;
+        }
+    }
 }
 
-static inline uint8_t *pkt_data(const struct sim *s, uint32_t i)
+/* The earliest pending event: heap tops and staged events. */
+static int64_t next_time(const struct sim *s)
 {
-    return s->pkts[i].big ? s->pkts[i].big
-                          : s->chunks[i / PKT_CHUNK] + (size_t)(i % PKT_CHUNK) * PKT_STRIDE;
+    int64_t t = SIM_NEVER;
+    for (unsigned b = 0; b < s->nblk; b++)
+        if (s->heaps[b].n && s->heaps[b].v[0].t < t) t = s->heaps[b].v[0].t;
+    for (unsigned w = 0; s->w && w < s->threads; w++)
+        for (unsigned par = 0; par < 2; par++)
+            if (s->w[w].omin[par] < t) t = s->w[w].omin[par];
+    return t;
 }
 
 /* ---- helpers ---- */
@@ -384,14 +416,8 @@ static void arm_timer(struct sim *s, uint32_t id)
     if (nd->timer_at != SIM_NEVER && nd->timer_at <= t) return;
     nd->timer_gen++;
     nd->timer_at = t;
-    if (tl_w) {
-        struct op *o = op_add(tl_w, OP_TIMER);
-        o->a = id;
-        o->b = nd->timer_gen;
-        o->t = t;
-        return;
-    }
-    if (heap_push(s, t, EV_TIMER, id, nd->timer_gen) < 0) oom();
+    struct ev e = {t, ev_key(s, id, EV_TIMER), NULL, id, nd->timer_gen};
+    ev_put(s, &e);
 }
 
 static void oracle_recount(struct sim *s)
@@ -459,7 +485,7 @@ static void replica_changed(struct sim *s, uint32_t id)
         } else if (!held && has) {
             tr->held[id] = 1;
             if (tl_w) {
-                struct op *o = op_add(tl_w, OP_HOLD);
+                struct sop *o = sop_add(tl_w, SOP_HOLD);
                 o->a = ti;
                 o->b = id;
             } else {
@@ -569,15 +595,17 @@ int sim_new(const struct sim_config *cfg, struct sim **out)
     if (!s->cfg.max_pkt) s->cfg.max_pkt = 65536;
     if (s->cfg.threads > SIM_MAX_THREADS) goto inval;
     s->threads = s->cfg.threads ? s->cfg.threads : 1;
-    rng_seed(&s->net_rng, cfg->seed ^ 0x6e6574776f726bULL);
     rng_seed(&s->user_rng, cfg->seed ^ 0x7363656e6172696fULL);
-    s->pfree = NO_SLOT;
     s->n = cfg->nodes;
     s->nodes = calloc(s->n, sizeof(*s->nodes));
     s->oracle = crdt_replica_new();
     if (!s->nodes || !s->oracle) goto nomem;
+    s->par_ok = s->cfg.lat_min_us >= SIM_US && !s->cfg.proto->global_order;
+    s->nblk = s->par_ok ? (s->n < NBLK ? s->n : NBLK) : 1;
+    if (workers_start(s) < 0) goto nomem;
     for (uint32_t i = 0; i < s->n; i++) {
         s->nodes[i].timer_at = SIM_NEVER;
+        rng_seed(&s->nodes[i].rng, rng_mix(cfg->seed ^ 0x6e6574776f726bULL) ^ rng_mix((uint64_t)i + 1));
         if (s->cfg.skew_max_ms > 0)
             s->nodes[i].skew_ms =
                 (int64_t)rng_below(&s->user_rng, (uint32_t)(2 * s->cfg.skew_max_ms + 1)) -
@@ -603,10 +631,6 @@ int sim_new(const struct sim_config *cfg, struct sim **out)
         }
     }
     oracle_recount(s);
-    if (workers_start(s) < 0) {
-        sim_delete(s);
-        return SM_ENOMEM;
-    }
     *out = s;
     return 0;
 inval:
@@ -625,7 +649,10 @@ void sim_delete(struct sim *s)
         if (s->nodes[i].up) s->cfg.proto->node_delete(s->nodes[i].proto);
         crdt_replica_delete(s->nodes[i].replica);
     }
-    for (uint32_t i = 0; i < s->pcap; i++) free(s->pkts[i].big);
+    for (unsigned b = 0; b < NBLK; b++) {
+        for (size_t i = 0; i < s->heaps[b].n; i++) free(s->heaps[b].v[i].m);
+        free(s->heaps[b].v);
+    }
     for (uint32_t i = 0; i < s->ntracks; i++) {
         free(s->tracks[i].key);
         free(s->tracks[i].held);
@@ -638,13 +665,9 @@ void sim_delete(struct sim *s)
     free(s->tracks);
     free(s->active);
     free(s->nodes);
-    free(s->heap);
-    free(s->pkts);
-    for (uint32_t i = 0; i < s->pcap / PKT_CHUNK; i++) free(s->chunks[i]);
-    free(s->chunks);
     free(s->links);
     free(s->got);
-    free(s->batch);
+    free(s->sops);
     free(s);
 }
 
@@ -715,7 +738,7 @@ static void link_latency(const struct sim *s, uint32_t a, uint32_t b, int64_t *l
 int sim_set_link_latency(struct sim *s, uint32_t a, uint32_t b, int64_t min_us, int64_t max_us)
 {
     if (a >= s->n || b >= s->n || min_us < 0 || max_us < min_us) return SM_EINVAL;
-    if (min_us < SIM_US) s->par_ok = false; /* windows need >= 1 ms everywhere */
+    if (min_us < SIM_US && s->par_ok) go_serial(s); /* windows need >= 1 ms everywhere */
     for (size_t i = 0; i < s->nlinks; i++)
         if (s->links[i].a == a && s->links[i].b == b) {
             s->links[i].min_us = min_us;
@@ -750,73 +773,54 @@ void sim_set_skew(struct sim *s, uint32_t id, int64_t skew_ms)
     if (id < s->n) s->nodes[id].skew_ms = skew_ms;
 }
 
-static int64_t draw_latency(struct sim *s, uint32_t from, uint32_t to)
+static int64_t draw_latency(struct sim *s, struct sim_stats *st, uint32_t from, uint32_t to)
 {
+    struct rng *r = &s->nodes[from].rng;
     int64_t lo, hi;
     link_latency(s, from, to, &lo, &hi);
-    int64_t lat = lo + (hi > lo ? (int64_t)(rng_next(&s->net_rng) % (uint64_t)(hi - lo + 1)) : 0);
+    int64_t lat = lo + (hi > lo ? (int64_t)(rng_next(r) % (uint64_t)(hi - lo + 1)) : 0);
     /* a slow node answers late: every packet to or from it takes slow_factor times longer */
     if (s->nodes[from].slow || s->nodes[to].slow) lat *= s->cfg.slow_factor;
-    if (s->cfg.reorder > 0 && rng_double(&s->net_rng) < s->cfg.reorder) {
-        lat += (int64_t)(rng_next(&s->net_rng) % (uint64_t)(2 * s->cfg.lat_max_us + 1));
-        s->st.reordered++;
+    if (s->cfg.reorder > 0 && rng_double(r) < s->cfg.reorder) {
+        lat += (int64_t)(rng_next(r) % (uint64_t)(2 * s->cfg.lat_max_us + 1));
+        st->reordered++;
     }
     return lat;
 }
 
-static void enqueue(struct sim *s, uint32_t from, uint32_t to, const uint8_t *buf, size_t len)
+static void enqueue(struct sim *s, struct sim_stats *st, uint32_t from, uint32_t to,
+                    const uint8_t *buf, size_t len)
 {
-    uint32_t slot = pkt_alloc(s);
-    if (slot == NO_SLOT) oom();
-    struct pkt *p = &s->pkts[slot];
-    p->from = from;
-    p->to = to;
-    p->len = (uint32_t)len;
-    if (len > PKT_STRIDE) {
-        p->big = malloc(len);
-        if (!p->big) oom();
-        memcpy(p->big, buf, len);
-    } else {
-        memcpy(pkt_data(s, slot), buf, len);
-    }
-    /* the destination rides in the event, so a window is split without
-     * touching packet slots */
-    if (heap_push(s, s->now + draw_latency(s, from, to), EV_PKT, slot, to) < 0) oom();
+    struct msg *m = malloc(sizeof(*m) + len);
+    if (!m) oom();
+    m->from = from;
+    m->len = (uint32_t)len;
+    memcpy(m->data, buf, len);
+    struct ev e = {now_of(s) + draw_latency(s, st, from, to), ev_key(s, from, EV_PKT), m, to, 0};
+    ev_put(s, &e);
 }
 
 void sim_send(struct sim *s, uint32_t from, uint32_t to, const uint8_t *buf, size_t len,
               enum sim_pkt_class cls)
 {
     if ((unsigned)cls >= SIM_PKT_CLASSES) cls = SIM_PKT_DATA;
-    struct worker *w = tl_w;
-    if (w) {
-        /* deferred: counted, dropped or delayed at the replay, in window order */
-        struct oplog *l = w->log;
-        l->buf = grow(l->buf, &l->bcap, l->blen + len, 1, 16384);
-        struct op *o = op_add(w, OP_SEND);
-        o->x = (uint8_t)cls;
-        o->a = from;
-        o->b = to;
-        o->len = (uint32_t)(len < UINT32_MAX ? len : UINT32_MAX);
-        o->off = l->blen;
-        if (len) memcpy(l->buf + l->blen, buf, len);
-        l->blen += len;
-        return;
-    }
-    s->st.pkts[cls]++;
-    s->st.bytes[cls] += len;
+    struct sim_stats *st = tl_w ? &tl_w->st : &s->st;
+    st->pkts[cls]++;
+    st->bytes[cls] += len;
     if (to >= s->n || from >= s->n || len > s->cfg.max_pkt || len == 0) {
-        s->st.refused++;
+        st->refused++;
         return;
     }
-    if (s->cfg.loss > 0 && rng_double(&s->net_rng) < s->cfg.loss) {
-        s->st.lost++;
+    /* the sender's own stream: the same draws whichever thread runs it */
+    struct rng *r = &s->nodes[from].rng;
+    if (s->cfg.loss > 0 && rng_double(r) < s->cfg.loss) {
+        st->lost++;
         return;
     }
-    enqueue(s, from, to, buf, len);
-    if (s->cfg.dup > 0 && rng_double(&s->net_rng) < s->cfg.dup) {
-        s->st.duplicated++;
-        enqueue(s, from, to, buf, len);
+    enqueue(s, st, from, to, buf, len);
+    if (s->cfg.dup > 0 && rng_double(r) < s->cfg.dup) {
+        st->duplicated++;
+        enqueue(s, st, from, to, buf, len);
     }
 }
 
@@ -824,7 +828,7 @@ void sim_member_event(struct sim *s, uint32_t observer, uint32_t subject, enum s
 {
     if (!s->hooks.member || (s->hooks.member_mask && !(s->hooks.member_mask >> ev & 1u))) return;
     if (tl_w) {
-        struct op *o = op_add(tl_w, OP_MEMBER);
+        struct sop *o = sop_add(tl_w, SOP_MEMBER);
         o->a = observer;
         o->b = subject;
         o->x = (uint8_t)ev;
@@ -835,26 +839,24 @@ void sim_member_event(struct sim *s, uint32_t observer, uint32_t subject, enum s
 
 /* ---- event loop ---- */
 
-static inline uint32_t ev_node(const struct ev *e)
-{
-    return (e->seqk & 1) == EV_PKT ? e->b : e->a;
-}
-
-/* One event. Serial (tl_w NULL): effects happen at once and a delivered
- * packet's slot is freed. In a worker: effects are logged, and the replay
- * frees the slot. */
+/* One event. Serial (tl_w NULL): its effects happen at once. In a worker:
+ * sends and timers are scheduled as they come (their keys and draws depend
+ * on the node alone), effects on shared state are deferred. */
 static void process(struct sim *s, const struct ev *e)
 {
     struct worker *w = tl_w;
     struct sim_stats *st = w ? &w->st : &s->st;
-    if (w)
+    if (w) {
         w->now = e->t;
-    else
+        w->key = e->key;
+        w->sub = 0;
+    } else {
         s->now = e->t;
+    }
     st->events++;
-    if ((e->seqk & 1) == EV_PKT) {
-        /* copy the slot's fields: sends during recv may grow (move) the slot array */
-        uint32_t slot = e->a, from = s->pkts[slot].from, to = s->pkts[slot].to;
+    if ((e->key & 1) == EV_PKT) {
+        struct msg *m = e->m;
+        uint32_t to = e->node, from = m->from;
         struct node *nd = &s->nodes[to];
         if (!nd->up) {
             st->to_down++;
@@ -862,16 +864,15 @@ static void process(struct sim *s, const struct ev *e)
             st->partitioned++;
         } else {
             st->delivered++;
-            s->cfg.proto->recv(nd->proto, sim_node_ms(s, to), from, pkt_data(s, slot),
-                               s->pkts[slot].len);
+            s->cfg.proto->recv(nd->proto, sim_node_ms(s, to), from, m->data, m->len);
             after_call(s, to);
         }
-        if (!w) pkt_free(s, slot);
+        free(m);
         return;
     }
-    uint32_t id = e->a;
+    uint32_t id = e->node;
     struct node *nd = &s->nodes[id];
-    if (!nd->up || e->b != nd->timer_gen) return; /* stale entry */
+    if (!nd->up || e->gen != nd->timer_gen) return; /* stale entry */
     nd->timer_at = SIM_NEVER;
     int64_t dl = s->cfg.proto->next_timeout(nd->proto);
     if (dl != SIM_NEVER && dl * SIM_US <= e->t) {
@@ -890,47 +891,62 @@ static void process(struct sim *s, const struct ev *e)
  * of following one another. */
 static inline void prefetch_ev(const struct sim *s, const struct ev *e, int stage)
 {
-    uint32_t id = ev_node(e);
-    const struct node *nd = &s->nodes[id];
-    bool pkt = (e->seqk & 1) == EV_PKT;
+    const struct node *nd = &s->nodes[e->node];
+    bool pkt = (e->key & 1) == EV_PKT;
     if (stage == 0) {
         __builtin_prefetch(nd);
-        if (pkt) {
-            uint32_t slot = e->a;
-            __builtin_prefetch(&s->pkts[slot]);
-            __builtin_prefetch(s->chunks[slot / PKT_CHUNK] + (size_t)(slot % PKT_CHUNK) * PKT_STRIDE);
-        }
+        if (pkt) __builtin_prefetch(e->m);
         return;
     }
     if (!nd->proto || !s->cfg.proto->prefetch) return;
     if (stage == 1) __builtin_prefetch(nd->replica);
-    s->cfg.proto->prefetch(nd->proto, stage - 1, pkt ? s->pkts[e->a].from : UINT32_MAX);
+    s->cfg.proto->prefetch(nd->proto, stage - 1, pkt ? e->m->from : UINT32_MAX);
 }
 
 /* how many events ahead each prefetch stage runs */
 static const unsigned pf_dist[] = {16, 12, 8, 4, 2};
 #define PF_STAGES (sizeof(pf_dist) / sizeof(pf_dist[0]))
 
-/* Take blocks of the window until none is left; a block's events run in
- * window order, prefetched a few events ahead. */
+/* Block @p b's share of the window: take in what other workers staged for
+ * it last window, pop its events before the window's end and run them in
+ * (time, key) order, prefetched a few events ahead. */
+static void run_block(struct worker *w, unsigned b)
+{
+    struct sim *s = w->s;
+    struct heap *h = &s->heaps[b];
+    unsigned dp = s->par ^ 1;
+    for (unsigned k = 0; k < s->threads; k++) {
+        struct evbuf *o = outbox(s, k, dp, b);
+        for (size_t i = 0; i < o->n; i++) heap_push(h, &o->v[i]);
+        o->n = 0;
+    }
+    w->bn = 0;
+    while (h->n && h->v[0].t < s->wend) {
+        w->batch = grow(w->batch, &w->bcap, w->bn + 1, sizeof(*w->batch), 256);
+        w->batch[w->bn++] = heap_pop(h);
+    }
+    size_t n = w->bn;
+    w->events += n;
+    w->blk = b;
+    for (unsigned st = 0; st < PF_STAGES; st++)
+        for (size_t k = 0; k < n && k < pf_dist[st]; k++) prefetch_ev(s, &w->batch[k], (int)st);
+    for (size_t k = 0; k < n; k++) {
+        for (unsigned st = 0; st < PF_STAGES; st++)
+            if (k + pf_dist[st] < n) prefetch_ev(s, &w->batch[k + pf_dist[st]], (int)st);
+        process(s, &w->batch[k]);
+    }
+    w->blk = NO_BLK;
+}
+
+/* Take blocks of the window until none is left. */
 static void run_share(struct worker *w)
 {
     struct sim *s = w->s;
     tl_w = w;
     for (;;) {
         unsigned b = atomic_fetch_add_explicit(&s->next_blk, 1, memory_order_relaxed);
-        if (b >= NBLK) break;
-        const uint32_t *ix = s->bix + s->bstart[b];
-        size_t n = s->bstart[b + 1] - s->bstart[b];
-        w->log = &s->logs[b];
-        for (unsigned st = 0; st < PF_STAGES; st++)
-            for (size_t k = 0; k < n && k < pf_dist[st]; k++) prefetch_ev(s, &s->batch[ix[k]], (int)st);
-        for (size_t k = 0; k < n; k++) {
-            for (unsigned st = 0; st < PF_STAGES; st++)
-                if (k + pf_dist[st] < n) prefetch_ev(s, &s->batch[ix[k + pf_dist[st]]], (int)st);
-            w->ev = ix[k];
-            process(s, &s->batch[ix[k]]);
-        }
+        if (b >= s->nblk) break;
+        run_block(w, b);
     }
     tl_w = NULL;
 }
@@ -966,15 +982,21 @@ static void *worker_main(void *arg)
 static int workers_start(struct sim *s)
 {
     s->w = calloc(s->threads, sizeof(*s->w));
-    if (!s->w) return SM_ENOMEM;
+    s->out = calloc((size_t)s->threads * 2 * NBLK, sizeof(*s->out));
+    if (!s->w || !s->out) return SM_ENOMEM;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     atomic_init(&s->go, 0);
     atomic_init(&s->pending, 0);
-    s->par_ok = s->cfg.lat_min_us >= SIM_US && !s->cfg.proto->global_order;
     for (unsigned i = 0; i < s->threads; i++) {
-        s->w[i].s = s;
-        if (i == 0) continue; /* the calling thread runs share 0 */
+        struct worker *w = &s->w[i];
+        w->s = s;
+        w->idx = i;
+        w->blk = NO_BLK;
+        w->omin[0] = w->omin[1] = SIM_NEVER;
+    }
+    for (unsigned i = 1; i < s->threads; i++) {
+        /* the calling thread runs share 0 */
         if (pthread_create(&s->w[i].th, NULL, worker_main, &s->w[i]) != 0) return SM_ENOMEM;
         s->w[i].started = true;
     }
@@ -983,6 +1005,14 @@ static int workers_start(struct sim *s)
 
 static void workers_stop(struct sim *s)
 {
+    if (s->out) {
+        for (size_t i = 0; i < (size_t)s->threads * 2 * NBLK; i++) {
+            for (size_t k = 0; k < s->out[i].n; k++) free(s->out[i].v[k].m);
+            free(s->out[i].v);
+        }
+        free(s->out);
+        s->out = NULL;
+    }
     if (!s->w) return;
     pthread_mutex_lock(&s->mu);
     s->quit = true;
@@ -990,47 +1020,31 @@ static void workers_stop(struct sim *s)
     pthread_mutex_unlock(&s->mu);
     for (unsigned i = 1; i < s->threads; i++)
         if (s->w[i].started) pthread_join(s->w[i].th, NULL);
-    for (unsigned b = 0; b < NBLK; b++) {
-        free(s->logs[b].ops);
-        free(s->logs[b].buf);
+    for (unsigned i = 0; i < s->threads; i++) {
+        free(s->w[i].batch);
+        free(s->w[i].sops);
     }
-    free(s->bix);
     free(s->w);
     s->w = NULL;
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
 }
 
-static void replay_op(struct sim *s, const struct oplog *l, const struct op *o)
+static int sop_cmp(const void *pa, const void *pb)
 {
-    switch (o->kind) {
-    case OP_SEND:
-        sim_send(s, o->a, o->b, l->buf + o->off, o->len, (enum sim_pkt_class)o->x);
-        break;
-    case OP_TIMER:
-        if (heap_push(s, o->t, EV_TIMER, o->a, o->b) < 0) oom();
-        break;
-    case OP_MEMBER:
-        sim_member_event(s, o->a, o->b, (enum sim_member_ev)o->x);
-        break;
-    case OP_HOLD:
-        track_hold(s, o->a, o->b);
-        break;
-    }
+    const struct sop *a = pa, *b = pb;
+    if (a->t != b->t) return a->t < b->t ? -1 : 1;
+    if (a->key != b->key) return a->key < b->key ? -1 : 1;
+    return a->sub < b->sub ? -1 : a->sub > b->sub;
 }
 
-/* Run the popped window s->batch on the calling thread and, with @p helpers,
- * the helper threads; then replay the logs. */
-static void run_window(struct sim *s, bool helpers)
+/* Run the window [now, @p end) on the calling thread and, with @p helpers,
+ * the helper threads; then sum the workers' counters and replay their
+ * deferred effects in (time, key) order. */
+static void run_window(struct sim *s, int64_t end, bool helpers)
 {
     unsigned nt = helpers ? s->threads : 1;
-    /* group the window by block (a stable counting sort) */
-    s->bix = grow(s->bix, &s->bixcap, s->bn, sizeof(*s->bix), 4096);
-    uint32_t cnt[NBLK + 1] = {0};
-    for (size_t i = 0; i < s->bn; i++) cnt[ev_node(&s->batch[i]) % NBLK + 1]++;
-    for (unsigned b = 0; b < NBLK; b++) cnt[b + 1] += cnt[b];
-    memcpy(s->bstart, cnt, sizeof(s->bstart));
-    for (size_t i = 0; i < s->bn; i++) s->bix[cnt[ev_node(&s->batch[i]) % NBLK]++] = (uint32_t)i;
+    s->wend = end;
     atomic_store_explicit(&s->next_blk, 0, memory_order_relaxed);
     if (nt > 1) {
         atomic_store_explicit(&s->pending, nt - 1, memory_order_relaxed);
@@ -1044,79 +1058,108 @@ static void run_window(struct sim *s, bool helpers)
         cpu_relax();
         if (spin > 20000) sched_yield(); /* the helper lost its CPU: give it ours */
     }
+    /* the parity just drained is empty everywhere; the next window drains this one */
+    for (unsigned k = 0; k < s->threads; k++) s->w[k].omin[s->par ^ 1] = SIM_NEVER;
+    s->par ^= 1;
 
-    size_t cur[NBLK] = {0};
-    for (size_t i = 0; i < s->bn; i++) {
-        const struct ev *e = &s->batch[i];
-        unsigned b = ev_node(e) % NBLK;
-        const struct oplog *l = &s->logs[b];
-        s->now = e->t;
-        while (cur[b] < l->nops && l->ops[cur[b]].ev == i) replay_op(s, l, &l->ops[cur[b]++]);
-        if ((e->seqk & 1) == EV_PKT) pkt_free(s, e->a);
-    }
-    for (unsigned b = 0; b < NBLK; b++) s->logs[b].nops = s->logs[b].blen = 0;
-    for (unsigned k = 0; k < nt; k++) {
+    s->nsops = 0;
+    s->last_window = 0;
+    for (unsigned k = 0; k < s->threads; k++) {
         struct worker *w = &s->w[k];
-        s->st.events += w->st.events;
-        s->st.delivered += w->st.delivered;
-        s->st.to_down += w->st.to_down;
-        s->st.partitioned += w->st.partitioned;
-        s->st.timers += w->st.timers;
+        uint64_t *to = (uint64_t *)&s->st;
+        const uint64_t *from = (const uint64_t *)&w->st;
+        for (size_t i = 0; i < sizeof(s->st) / sizeof(uint64_t); i++) to[i] += from[i];
+        memset(&w->st, 0, sizeof(w->st));
         s->violations += w->violations;
         s->matching = (uint32_t)((int64_t)s->matching + w->matching);
-        memset(&w->st, 0, sizeof(w->st));
         w->violations = 0;
         w->matching = 0;
+        s->last_window += w->events;
+        w->events = 0;
+        if (w->nsops) {
+            s->sops = grow(s->sops, &s->sopcap, s->nsops + w->nsops, sizeof(*s->sops), 256);
+            memcpy(s->sops + s->nsops, w->sops, w->nsops * sizeof(*w->sops));
+            s->nsops += w->nsops;
+            w->nsops = 0;
+        }
     }
+    if (s->nsops > 1) qsort(s->sops, s->nsops, sizeof(*s->sops), sop_cmp);
+    for (size_t i = 0; i < s->nsops; i++) {
+        const struct sop *o = &s->sops[i];
+        s->now = o->t;
+        if (o->kind == SOP_HOLD)
+            track_hold(s, o->a, o->b);
+        else
+            sim_member_event(s, o->a, o->b, (enum sim_member_ev)o->x);
+    }
+    if (end - 1 > s->now) s->now = end - 1;
+}
+
+/* A latency under 1 ms was set: from now on one heap, every event in order. */
+static void go_serial(struct sim *s)
+{
+    drain_all(s);
+    for (unsigned b = 1; b < s->nblk; b++) {
+        for (size_t i = 0; i < s->heaps[b].n; i++) heap_push(&s->heaps[0], &s->heaps[b].v[i]);
+        s->heaps[b].n = 0;
+    }
+    s->nblk = 1;
+    s->par_ok = false;
+}
+
+/* The block whose heap holds the earliest event (serial). */
+static struct heap *first_heap(const struct sim *s)
+{
+    const struct heap *best = NULL;
+    for (unsigned b = 0; b < s->nblk; b++) {
+        const struct heap *h = &s->heaps[b];
+        if (h->n && (!best || ev_less(&h->v[0], &best->v[0]))) best = h;
+    }
+    return (struct heap *)best;
 }
 
 bool sim_step(struct sim *s)
 {
-    if (s->hn == 0) return false;
-    struct ev e = heap_pop(s);
+    drain_all(s);
+    struct heap *h = first_heap(s);
+    if (!h) return false;
+    struct ev e = heap_pop(h);
     process(s, &e);
     return true;
 }
 
 int64_t sim_next_event(const struct sim *s)
 {
-    return s->hn ? s->heap[0].t : SIM_NEVER;
+    return next_time(s);
 }
 
 uint64_t sim_run_until(struct sim *s, int64_t t_us)
 {
-    uint64_t n = 0;
-    while (s->hn && s->heap[0].t <= t_us) {
-        if (!s->par_ok) {
-            struct ev e = heap_pop(s);
+    uint64_t n0 = s->st.events;
+    if (!s->par_ok) {
+        struct heap *h = &s->heaps[0];
+        while (h->n && h->v[0].t <= t_us) {
+            struct ev e = heap_pop(h);
             process(s, &e);
-            n++;
-            continue;
         }
-        /* one millisecond window (see the notes) */
-        int64_t end = (s->heap[0].t / SIM_US + 1) * SIM_US;
-        if (end > t_us + 1) end = t_us + 1;
-        s->bn = 0;
-        while (s->hn && s->heap[0].t < end) {
-            s->batch = grow(s->batch, &s->bcap, s->bn + 1, sizeof(*s->batch), 4096);
-            s->batch[s->bn++] = heap_pop(s);
-        }
-        n += s->bn;
-        /* a handoff to the helpers costs more than a small window; the
-         * calling thread alone still gains from prefetching */
+    } else {
+        drain_all(s);
         size_t minw = s->cfg.min_window ? s->cfg.min_window : PAR_MIN_BATCH;
-        if (s->threads > 1 && s->bn >= minw) {
-            run_window(s, true);
-        } else if (s->bn >= SOLO_MIN_BATCH || s->bn >= minw) {
-            run_window(s, false);
-        } else {
-            /* nothing processed here lands inside the window, so running it
-             * serially from the popped copy is the same as popping one by one */
-            for (size_t i = 0; i < s->bn; i++) process(s, &s->batch[i]);
+        for (;;) {
+            /* one millisecond window (see the notes) */
+            int64_t t = next_time(s);
+            if (t == SIM_NEVER || t > t_us) break;
+            int64_t end = (t / SIM_US + 1) * SIM_US;
+            if (end > t_us + 1) end = t_us + 1;
+            if (t > s->now) s->now = t;
+            /* a handoff to the helpers costs more than a small window; the
+             * calling thread alone still gains from prefetching */
+            run_window(s, end, s->threads > 1 && s->last_window >= minw);
         }
+        drain_all(s);
     }
     if (t_us > s->now) s->now = t_us;
-    return n;
+    return s->st.events - n0;
 }
 
 /* ---- node life ---- */
