@@ -67,29 +67,38 @@ _Static_assert(GOSSIP_LEAVES == CRDT_DIGEST_LEAVES, "digest leaves mismatch");
 #define SYNC_WALK_MS  2000 /* membership pulls this soon after a join walk whole lists */
 
 struct member {
-    /* what a lookup touches comes first, in one cache line */
-    uint64_t hash;
-    uint8_t id_len;
-    uint8_t state;
-    bool self;
-    uint8_t n_acc;
-    char id[CRDT_MAX_ORIGIN];
-    struct sm_addr addr;
-    uint64_t inc;
+    /* 10,000 simulated nodes keep 1,024 of these each: cold fields first, the
+     * id sized to fit (a lookup reads hash-matched members' id_len and id) */
     uint64_t since;
+    uint64_t susp_start, susp_deadline;
+    uint64_t last_notice; /* last "you are dead/suspect" notice sent to it */
+    uint64_t unlinked;    /* when we last dropped our link to it (0: never) */
+    uint32_t acc[MAX_ACCUSERS]; /* hashes of independent accusers */
     uint32_t idx;  /* position in node->members */
     int32_t rumor; /* index in node->rumors, -1 */
     int32_t peer;  /* Plumtree slot, -1 */
-    bool in_susp;  /* listed in node->susp */
-    bool in_dead;  /* listed in node->dead */
-    uint64_t susp_start, susp_deadline;
-    uint32_t acc[MAX_ACCUSERS]; /* hashes of independent accusers */
-    uint64_t last_notice;       /* last "you are dead/suspect" notice sent to it */
-    uint8_t cert_left;          /* packets to it that still carry our certificate */
-    uint64_t unlinked;          /* when we last dropped our link to it (0: never) */
-    bool accused;               /* we suspect it from our own probe */
-    bool verifying;             /* our own check before a heard-of suspicion expires */
+    uint8_t n_acc;
+    bool in_susp;   /* listed in node->susp */
+    bool in_dead;   /* listed in node->dead */
+    bool accused;   /* we suspect it from our own probe */
+    bool verifying; /* our own check before a heard-of suspicion expires */
+    bool self;
+    uint8_t cert_left; /* packets to it that still carry our certificate */
+    uint8_t id_cap;    /* bytes allocated for id */
+    uint64_t hash;
+    uint64_t inc;
+    uint8_t state;
+    uint8_t id_len;
+    struct sm_addr addr;
+    char id[]; /* id_cap bytes */
 };
+
+/* Room for an id of @p len bytes: rounded up, so that a recycled member
+ * (evict) mostly fits its newcomer's id. */
+static size_t id_room(size_t len)
+{
+    return len <= 8 ? 8 : len <= 24 ? 24 : CRDT_MAX_ORIGIN;
+}
 
 /* A new (or restarted) peer may not know our certificate yet, so the first
  * packets to it carry it in the envelope; without it the peer could not
@@ -369,8 +378,8 @@ void sm_node_prefetch(const struct sm_node *n, int stage, const char *sender, si
         for (size_t i = 0; i < np; i++) {
             const struct member *m = n->peers[i].m;
             if (!m) continue;
-            __builtin_prefetch(m);
-            __builtin_prefetch(&m->addr);
+            __builtin_prefetch(&m->hash);
+            __builtin_prefetch(&m->addr.b[SM_ADDR_MAX - 1]);
         }
     }
     if (!len || len > CRDT_MAX_ORIGIN || !n->tab) return;
@@ -378,7 +387,7 @@ void sm_node_prefetch(const struct sm_node *n, int stage, const char *sender, si
     if (stage == 1)
         __builtin_prefetch(sl);
     else if (sl->m)
-        __builtin_prefetch(sl->m);
+        __builtin_prefetch(&sl->m->hash), __builtin_prefetch(sl->m->id);
 }
 
 static void tab_put(struct slot *tab, size_t cap, struct member *m)
@@ -468,19 +477,42 @@ static struct member *madd(struct sm_node *n, const char *id, size_t len, uint64
         fresh_slot = false;
         uint32_t idx = m->idx;
         bool in_s = m->in_susp, in_d = m->in_dead;
+        uint8_t cap = m->id_cap;
+        if (len > cap) {
+            /* the newcomer's id is longer: a larger struct in the same places */
+            struct member *b = realloc(m, sizeof(*m) + id_room(len));
+            if (!b) {
+                /* out of memory: the evicted member stays as it was */
+                tab_put(n->tab, n->tab_cap, m);
+                n->st.members[m->state]++;
+                if (live_state(m->state)) n->n_alive_other++;
+                return NULL;
+            }
+            for (size_t i = 0; i < n->probe_n; i++)
+                if (n->probe_list[i] == m) n->probe_list[i] = b;
+            for (size_t i = 0; i < n->n_susp; i++)
+                if (n->susp[i] == m) n->susp[i] = b;
+            for (size_t i = 0; i < n->n_dead; i++)
+                if (n->dead[i] == m) n->dead[i] = b;
+            n->members[idx] = b;
+            m = b;
+            cap = (uint8_t)id_room(len);
+        }
         memset(m, 0, sizeof(*m));
         m->idx = idx;
         m->in_susp = in_s;
         m->in_dead = in_d;
+        m->id_cap = cap;
     } else {
         if ((n->n_members + 1) * 2 > n->tab_cap && tab_grow(n)) return NULL;
-        m = calloc(1, sizeof(*m));
+        m = calloc(1, sizeof(*m) + id_room(len));
         if (!m) return NULL;
         if (vec_push(&n->members, &n->n_members, &n->cap_members, m)) {
             free(m);
             return NULL;
         }
         m->idx = (uint32_t)(n->n_members - 1);
+        m->id_cap = (uint8_t)id_room(len);
     }
     memcpy(m->id, id, len);
     m->id_len = (uint8_t)len;

@@ -43,7 +43,7 @@ void sim_core_opts_default(struct sim_core_opts *o)
 int64_t sim_core_warmup_ms(uint32_t nodes)
 {
     /* joins fan out through seeds and membership pages; a few probe periods settle it */
-    return nodes <= 200 ? 5000 : nodes <= 2000 ? 10000 : 20000;
+    return nodes <= 200 ? 5000 : 10000;
 }
 
 static struct sm_addr addr_of(uint32_t id)

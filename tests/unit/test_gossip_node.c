@@ -338,6 +338,50 @@ static void test_rejects_and_amplification(void **state)
     gl_free(g);
 }
 
+static void drop_send(void *ud, const struct sm_addr *to, const uint8_t *buf, size_t len,
+                      enum sm_pkt_class cls)
+{
+    (void)ud, (void)to, (void)buf, (void)len, (void)cls;
+}
+
+/* A full member table recycles members for newcomers: ids of every length
+ * (a recycled member grows when the newcomer's id is longer) stay findable,
+ * and the table never holds more than max_members (8, the least allowed). */
+static void test_partial_view_recycles(void **state)
+{
+    (void)state;
+    struct crdt_replica *rep = crdt_replica_new();
+    assert_non_null(rep);
+    struct sm_node_config cfg = {
+        .id = "me", .addr = gl_addr(0), .seed = 5, .max_members = 8, .cb = {.send = drop_send}};
+    struct sm_node *n = sm_node_new(&cfg, rep);
+    assert_non_null(n);
+    char id[CRDT_MAX_ORIGIN];
+    memset(id, 'a', sizeof(id));
+    for (size_t len = 1; len <= CRDT_MAX_ORIGIN; len++) {
+        id[0] = (char)('A' + len % 26);
+        uint8_t buf[1400];
+        struct gossip_enc e;
+        struct sm_addr a = gl_addr((int)len);
+        assert_int_equal(gossip_enc_begin(&e, buf, sizeof(buf), id, len, 7), 0);
+        assert_int_equal(gossip_enc_alive(&e, id, len, 7, &a, NULL, 0), 0);
+        size_t plen = gossip_enc_finish(&e);
+        struct sm_time t = {.mono_ms = 1000000 + len, .wall_ms = 1700000000000 + len};
+        assert_int_equal(sm_node_recv(n, t, &a, buf, plen), 0);
+        struct sm_member_info mi;
+        assert_int_equal(sm_node_member_get(n, id, len, &mi), 0);
+        assert_int_equal(mi.id_len, len);
+        assert_memory_equal(mi.id, id, len);
+        assert_int_equal(mi.incarnation, 7);
+        size_t all = 0;
+        for (int st = SM_MEMBER_ALIVE; st <= SM_MEMBER_LEFT; st++)
+            all += sm_node_member_count(n, (enum sm_member_state)st);
+        assert_int_equal(all, len < 8 ? len + 1 : 8);
+    }
+    sm_node_delete(n);
+    crdt_replica_delete(rep);
+}
+
 /* Same seed, same packets: the node is deterministic. */
 static uint64_t run_digest(uint64_t seed)
 {
@@ -369,6 +413,7 @@ int main(void)
         cmocka_unit_test(test_leave),
         cmocka_unit_test(test_restart_empty),
         cmocka_unit_test(test_rejects_and_amplification),
+        cmocka_unit_test(test_partial_view_recycles),
         cmocka_unit_test(test_deterministic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
