@@ -54,11 +54,20 @@
 
 enum { EV_PKT = 0, EV_TIMER = 1 };
 
-/* A packet in flight: malloc'd by the sender's thread, freed by the receiver's. */
+/* A packet in flight. Up to MSG_SLOT bytes it lives in a fixed-size slot
+ * taken from the sending thread's free list and returned to the receiving
+ * thread's (slots move between threads but never back to malloc while the
+ * simulation runs); larger ones are malloc'd. */
 struct msg {
-    uint32_t from, len;
+    union {
+        struct msg *next; /* on a free list */
+        uint32_t from;
+    };
+    uint32_t len;
     uint8_t data[];
 };
+
+#define MSG_SLOT 1536u
 
 /* Event keys: origin node << KEY_SHIFT | the origin's event counter << 1 | kind.
  * Unique, and decided by the origin node alone (see the notes). */
@@ -174,6 +183,7 @@ struct sim {
     unsigned par;      /* parity the running window writes */
     int64_t wend;      /* end of the running window (exclusive) */
     size_t last_window; /* events of the last window (picks helpers or not) */
+    struct msg *mfree; /* free message slots of the calling thread outside windows */
     struct sop *sops;  /* the window's deferred effects, gathered */
     size_t nsops, sopcap;
     pthread_mutex_t mu;
@@ -182,6 +192,7 @@ struct sim {
     atomic_uint pending; /* helpers still running the window */
     unsigned sleeping;   /* helpers waiting on cv (under mu) */
     bool quit;
+    bool sync_init; /* mu and cv initialised */
     atomic_uint next_blk; /* the next block to take */
 };
 
@@ -205,6 +216,7 @@ struct worker {
     uint64_t violations;
     int64_t matching;
     size_t events;       /* events this worker ran in the window */
+    struct msg *mfree;   /* free message slots */
 };
 
 /* The worker whose share of a window this thread is running (NULL: serial). */
@@ -258,6 +270,7 @@ static struct sop *sop_add(struct worker *w, enum sop_kind kind)
 static int workers_start(struct sim *s);
 static void go_serial(struct sim *s);
 static void workers_stop(struct sim *s);
+static void msg_list_free(struct msg *m);
 
 /* ---- heaps ---- */
 
@@ -668,6 +681,7 @@ void sim_delete(struct sim *s)
     free(s->links);
     free(s->got);
     free(s->sops);
+    msg_list_free(s->mfree);
     free(s);
 }
 
@@ -773,6 +787,43 @@ void sim_set_skew(struct sim *s, uint32_t id, int64_t skew_ms)
     if (id < s->n) s->nodes[id].skew_ms = skew_ms;
 }
 
+static struct msg *msg_new(struct sim *s, size_t len)
+{
+    struct msg **fl = tl_w ? &tl_w->mfree : &s->mfree;
+    struct msg *m;
+    if (len > MSG_SLOT - sizeof(*m)) {
+        m = malloc(sizeof(*m) + len);
+    } else if (*fl) {
+        m = *fl;
+        *fl = m->next;
+    } else {
+        m = malloc(MSG_SLOT);
+    }
+    if (!m) oom();
+    m->len = (uint32_t)len;
+    return m;
+}
+
+static void msg_free(struct sim *s, struct msg *m)
+{
+    if (m->len > MSG_SLOT - sizeof(*m)) {
+        free(m);
+        return;
+    }
+    struct msg **fl = tl_w ? &tl_w->mfree : &s->mfree;
+    m->next = *fl;
+    *fl = m;
+}
+
+static void msg_list_free(struct msg *m)
+{
+    while (m) {
+        struct msg *nx = m->next;
+        free(m);
+        m = nx;
+    }
+}
+
 static int64_t draw_latency(struct sim *s, struct sim_stats *st, uint32_t from, uint32_t to)
 {
     struct rng *r = &s->nodes[from].rng;
@@ -791,10 +842,8 @@ static int64_t draw_latency(struct sim *s, struct sim_stats *st, uint32_t from, 
 static void enqueue(struct sim *s, struct sim_stats *st, uint32_t from, uint32_t to,
                     const uint8_t *buf, size_t len)
 {
-    struct msg *m = malloc(sizeof(*m) + len);
-    if (!m) oom();
+    struct msg *m = msg_new(s, len);
     m->from = from;
-    m->len = (uint32_t)len;
     memcpy(m->data, buf, len);
     struct ev e = {now_of(s) + draw_latency(s, st, from, to), ev_key(s, from, EV_PKT), m, to, 0};
     ev_put(s, &e);
@@ -867,7 +916,7 @@ static void process(struct sim *s, const struct ev *e)
             s->cfg.proto->recv(nd->proto, sim_node_ms(s, to), from, m->data, m->len);
             after_call(s, to);
         }
-        free(m);
+        msg_free(s, m);
         return;
     }
     uint32_t id = e->node;
@@ -981,11 +1030,12 @@ static void *worker_main(void *arg)
 
 static int workers_start(struct sim *s)
 {
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->sync_init = true;
     s->w = calloc(s->threads, sizeof(*s->w));
     s->out = calloc((size_t)s->threads * 2 * NBLK, sizeof(*s->out));
     if (!s->w || !s->out) return SM_ENOMEM;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
     atomic_init(&s->go, 0);
     atomic_init(&s->pending, 0);
     for (unsigned i = 0; i < s->threads; i++) {
@@ -1013,7 +1063,13 @@ static void workers_stop(struct sim *s)
         free(s->out);
         s->out = NULL;
     }
-    if (!s->w) return;
+    if (!s->w) {
+        if (s->sync_init) {
+            pthread_cond_destroy(&s->cv);
+            pthread_mutex_destroy(&s->mu);
+        }
+        return;
+    }
     pthread_mutex_lock(&s->mu);
     s->quit = true;
     pthread_cond_broadcast(&s->cv);
@@ -1023,6 +1079,7 @@ static void workers_stop(struct sim *s)
     for (unsigned i = 0; i < s->threads; i++) {
         free(s->w[i].batch);
         free(s->w[i].sops);
+        msg_list_free(s->w[i].mfree);
     }
     free(s->w);
     s->w = NULL;
@@ -1136,16 +1193,11 @@ int64_t sim_next_event(const struct sim *s)
 uint64_t sim_run_until(struct sim *s, int64_t t_us)
 {
     uint64_t n0 = s->st.events;
-    if (!s->par_ok) {
-        struct heap *h = &s->heaps[0];
-        while (h->n && h->v[0].t <= t_us) {
-            struct ev e = heap_pop(h);
-            process(s, &e);
-        }
-    } else {
+    if (s->par_ok) {
         drain_all(s);
         size_t minw = s->cfg.min_window ? s->cfg.min_window : PAR_MIN_BATCH;
-        for (;;) {
+        /* a hook may make the engine serial (a latency under 1 ms) */
+        while (s->par_ok) {
             /* one millisecond window (see the notes) */
             int64_t t = next_time(s);
             if (t == SIM_NEVER || t > t_us) break;
@@ -1157,6 +1209,13 @@ uint64_t sim_run_until(struct sim *s, int64_t t_us)
             run_window(s, end, s->threads > 1 && s->last_window >= minw);
         }
         drain_all(s);
+    }
+    if (!s->par_ok) {
+        struct heap *h = &s->heaps[0];
+        while (h->n && h->v[0].t <= t_us) {
+            struct ev e = heap_pop(h);
+            process(s, &e);
+        }
     }
     if (t_us > s->now) s->now = t_us;
     return s->st.events - n0;
