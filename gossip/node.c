@@ -135,15 +135,21 @@ struct rumor {
 
 struct peer {
     struct member *m;
+    struct sm_addr addr; /* m->addr, kept here: forwarding reads no member struct */
     bool eager;
     bool chosen;    /* picked by us (counts against active_view) */
     bool confirmed; /* the peer has sent us something since the link was made */
     uint8_t n_tx, n_rx, n_prev;
-    uint64_t linked_at;          /* when we made the link (or last asked for it again) */
-    uint64_t tx_at;              /* when the packet the receipt describes went out */
-    uint64_t tx_ids[RCPT_MAX];   /* records of our last packet to it, not yet receipted */
-    uint64_t prev_ids[RCPT_MAX]; /* receipted once: repeated in the next receipt */
-    uint64_t rx_ids[RCPT_MAX];   /* records it sent us since its last receipt */
+    uint64_t linked_at; /* when we made the link (or last asked for it again) */
+    uint64_t tx_at;     /* when the packet the receipt describes went out */
+};
+
+/* A peer slot's receipt ids (apart from struct peer, so the peers' hot
+ * fields share a few cache lines) */
+struct peer_ids {
+    uint64_t tx[RCPT_MAX];   /* records of our last packet to it, not yet receipted */
+    uint64_t prev[RCPT_MAX]; /* receipted once: repeated in the next receipt */
+    uint64_t rx[RCPT_MAX];   /* records it sent us since its last receipt */
 };
 
 struct relay {
@@ -181,6 +187,7 @@ struct fresh {
 };
 
 struct sm_node {
+    /* what most calls read and write comes first; the large tables last */
     struct sm_node_config cfg;
     char id[CRDT_MAX_ORIGIN];
     struct crdt_replica *rep;
@@ -194,7 +201,12 @@ struct sm_node {
     int busy;             /* re-entrancy depth (callbacks) */
     uint64_t last_change; /* mono ms of the last local or remote replica change */
     uint64_t t_ae_ack;    /* no digest rides on an ack before this */
-    struct whois_ask asked[WHOIS_RING];
+    uint64_t t_probe, t_gossip, t_ae, t_maint, t_dead_probe, t_rejoin, t_shuffle, t_sweep;
+    uint64_t t_sync;     /* next membership push-pull */
+    uint32_t sync_every; /* its period: doubles from 1 s to 60 s after a join */
+    bool sync_walk;      /* follow page cursors to the end of the peer's list */
+    uint64_t next;
+    struct sm_time now;
 
     struct member *self;
     struct member **members;
@@ -215,12 +227,7 @@ struct sm_node {
     struct rumor *rumors;
     size_t n_rumors, cap_rumors, rumor_pos;
 
-    struct peer peers[MAX_PEERS];
-    size_t n_peers;
-
-    struct relay relays[MAX_RELAYS];
     uint32_t seq;
-
     /* the probe in flight */
     struct {
         bool active, acked, indirect;
@@ -231,16 +238,11 @@ struct sm_node {
     } pr;
     uint32_t lh; /* Lifeguard local health */
 
-    struct recent recent[RECENT_CAP];
     size_t recent_pos;
-    struct missing missing[MAX_MISSING];
     size_t n_missing;
-    struct lazy_id lazy[LAZY_CAP];
     size_t n_lazy;
-
     uint8_t *fresh_buf; /* encoded REC messages to forward (grows on demand) */
     size_t fresh_len, fresh_cap;
-    struct fresh fresh[FRESH_MAX];
     size_t n_fresh;
 
     struct sm_addr *seeds;
@@ -248,15 +250,20 @@ struct sm_node {
     bool seed_heard;      /* a seed has answered since the last sm_node_join() */
     uint32_t rejoin_wait; /* retry period while not alone but unheard by the seeds */
     uint32_t rejoin_tries;
-    struct sm_addr early[EARLY_MAX]; /* joined through us before we were rooted */
     size_t n_early;
 
-    uint64_t t_probe, t_gossip, t_ae, t_maint, t_dead_probe, t_rejoin, t_shuffle, t_sweep;
-    uint64_t t_sync;     /* next membership push-pull */
-    uint32_t sync_every; /* its period: doubles from 1 s to 60 s after a join */
-    bool sync_walk;      /* follow page cursors to the end of the peer's list */
-    uint64_t next;
-    struct sm_time now;
+    size_t n_peers;
+    struct peer peers[MAX_PEERS];
+
+    /* tables */
+    struct peer_ids pids[MAX_PEERS];
+    struct recent recent[RECENT_CAP];
+    struct fresh fresh[FRESH_MAX];
+    struct lazy_id lazy[LAZY_CAP];
+    struct missing missing[MAX_MISSING];
+    struct relay relays[MAX_RELAYS];
+    struct whois_ask asked[WHOIS_RING];
+    struct sm_addr early[EARLY_MAX]; /* joined through us before we were rooted */
 };
 
 /* Scratch shared by the nodes of a thread (see node.h: no synchronous
@@ -357,30 +364,29 @@ void sm_node_prefetch(const struct sm_node *n, int stage, const char *sender, si
 {
     if (!n) return;
     if (stage == 0) {
-        /* the lines every receive reads */
+        /* the lines every receive reads: the header, the peers' slots */
         __builtin_prefetch(&n->cfg.cb);
         __builtin_prefetch(&n->rep);
         __builtin_prefetch(&n->st.pkts_recv);
+        __builtin_prefetch(&n->t_probe);
         __builtin_prefetch(&n->self);
+        __builtin_prefetch(&n->rumors);
+        __builtin_prefetch(&n->recent_pos);
         __builtin_prefetch(&n->peers[0]);
         __builtin_prefetch(&n->peers[1]);
         __builtin_prefetch(&n->peers[2]);
         __builtin_prefetch(&n->peers[3]);
-        __builtin_prefetch(&n->n_peers);
-        __builtin_prefetch(&n->recent_pos);
-        __builtin_prefetch(&n->fresh_buf);
-        __builtin_prefetch(&n->t_probe);
         return;
     }
     if (stage == 1) {
-        /* the peers' members: forwarding reads their addresses */
+        /* forwarding appends to each peer's receipt ids; a duplicate looks
+         * through the newest recent ids */
         size_t np = n->n_peers < MAX_PEERS ? n->n_peers : MAX_PEERS;
         for (size_t i = 0; i < np; i++) {
-            const struct member *m = n->peers[i].m;
-            if (!m) continue;
-            __builtin_prefetch(&m->hash);
-            __builtin_prefetch(&m->addr.b[SM_ADDR_MAX - 1]);
+            unsigned t = n->peers[i].n_tx;
+            if (t < RCPT_MAX) __builtin_prefetch(&n->pids[i].tx[t]);
         }
+        __builtin_prefetch(&n->recent[(n->recent_pos + RECENT_CAP - 1) % RECENT_CAP]);
     }
     if (!len || len > CRDT_MAX_ORIGIN || !n->tab) return;
     const struct slot *sl = &n->tab[id_hash(sender, len) & (n->tab_cap - 1)];
@@ -734,7 +740,7 @@ static void rumor_tree(struct sm_node *n, struct member *m, struct member *excep
         struct gossip_enc e;
         pkt_begin(n, &e, SIZE_MAX);
         if (enc_rumor(n, &e, &n->rumors[m->rumor]) != 0) continue;
-        pkt_send(n, &p->m->addr, &e, SM_PKT_MEMBER, 0);
+        pkt_send(n, &p->addr, &e, SM_PKT_MEMBER, 0);
     }
 }
 
@@ -763,6 +769,7 @@ static void peer_remove(struct sm_node *n, struct member *m)
     n->st.peers = n->n_peers;
     if ((size_t)i != n->n_peers) {
         n->peers[i] = n->peers[n->n_peers];
+        n->pids[i] = n->pids[n->n_peers];
         n->peers[i].m->peer = i;
     }
     /* slot numbers changed: forget who-knows-what bits of the moved slots */
@@ -776,6 +783,7 @@ static struct peer *peer_add(struct sm_node *n, struct member *m, bool eager, bo
     struct peer *p = &n->peers[n->n_peers];
     memset(p, 0, sizeof(*p));
     p->m = m;
+    p->addr = m->addr;
     p->eager = eager;
     p->chosen = chosen;
     p->linked_at = n->now.mono_ms;
@@ -829,7 +837,7 @@ static void links_check(struct sm_node *n)
         size_t w;
         pkt_begin(n, &e, SIZE_MAX);
         if (gossip_enc_ids(&e, GOSSIP_GRAFT, 0, 0, NULL, 0, &w) == 0)
-            pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
+            pkt_send(n, &p->addr, &e, SM_PKT_DATA, 0);
     }
 }
 
@@ -940,7 +948,10 @@ static bool on_alive(struct sm_node *n, const char *id, size_t idl, uint64_t inc
     uint8_t old = m->state;
     bool moved = addr && addr->len && !addr_eq(addr, &m->addr);
     m->inc = inc;
-    if (addr && addr->len) m->addr = *addr;
+    if (addr && addr->len) {
+        m->addr = *addr;
+        if (m->peer >= 0) n->peers[m->peer].addr = *addr;
+    }
     set_state(n, m, SM_MEMBER_ALIVE);
     rumor_queue(n, m, GOSSIP_ALIVE, NULL, 0);
     if (old != SM_MEMBER_ALIVE)
@@ -1139,10 +1150,11 @@ static void link_begin(struct sm_node *n, struct peer *p, struct gossip_enc *e)
          * next one): the last packet's, then the one before */
         uint64_t ids[2 * RCPT_MAX];
         size_t k = 0, w = 0;
-        for (unsigned i = 0; i < p->n_tx; i++) ids[k++] = p->tx_ids[i];
-        for (unsigned i = 0; i < p->n_prev; i++) ids[k++] = p->prev_ids[i];
+        struct peer_ids *pi = &n->pids[p - n->peers];
+        for (unsigned i = 0; i < p->n_tx; i++) ids[k++] = pi->tx[i];
+        for (unsigned i = 0; i < p->n_prev; i++) ids[k++] = pi->prev[i];
         (void)gossip_enc_ids(e, GOSSIP_IHAVE, GOSSIP_ROUND_RECEIPT, 0, ids, k, &w);
-        memcpy(p->prev_ids, p->tx_ids, p->n_tx * sizeof(p->tx_ids[0]));
+        memcpy(pi->prev, pi->tx, p->n_tx * sizeof(pi->tx[0]));
         p->n_prev = p->n_tx;
         p->n_tx = 0;
     }
@@ -1151,7 +1163,7 @@ static void link_begin(struct sm_node *n, struct peer *p, struct gossip_enc *e)
 static void link_send(struct sm_node *n, struct peer *p, struct gossip_enc *e)
 {
     p->tx_at = n->now.mono_ms;
-    pkt_send(n, &p->m->addr, e, SM_PKT_DATA, 0);
+    pkt_send(n, &p->addr, e, SM_PKT_DATA, 0);
 }
 
 /* Push every fresh record to the eager peers (but its source), in packets
@@ -1179,7 +1191,7 @@ static void fresh_flush(struct sm_node *n)
             memcpy(e.buf + e.len, n->fresh_buf + f->off, f->len);
             e.len += f->len;
             e.n_msgs++;
-            if (p->n_tx < RCPT_MAX) p->tx_ids[p->n_tx++] = f->id;
+            if (p->n_tx < RCPT_MAX) n->pids[pi].tx[p->n_tx++] = f->id;
         }
         if (open && !pkt_empty(&e)) link_send(n, p, &e);
     }
@@ -1198,7 +1210,7 @@ static void receipts_tick(struct sm_node *n)
         p->tx_at = n->now.mono_ms; /* the second receipt one tick later */
         struct gossip_enc e;
         link_begin(n, p, &e);
-        pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
+        pkt_send(n, &p->addr, &e, SM_PKT_DATA, 0);
     }
 }
 
@@ -1218,7 +1230,7 @@ static void on_receipt(struct sm_node *n, const struct gossip_msg *msg, struct m
     for (size_t i = 0; i < msg->u.ids.n_ids; i++) {
         uint64_t id = gossip_id_at(msg->u.ids.ids, i);
         bool got = false;
-        for (unsigned k = 0; k < p->n_rx && !got; k++) got = p->rx_ids[k] == id;
+        for (unsigned k = 0; k < p->n_rx && !got; k++) got = n->pids[src->peer].rx[k] == id;
         if (got || recent_find(n, id)) continue;
         struct missing *ms = missing_get(n, id, 1, 0);
         if (!ms) continue;
@@ -1463,7 +1475,7 @@ static void send_ihave_tick(struct sm_node *n)
             pkt_begin(n, &e, SIZE_MAX);
             if (gossip_enc_ids(&e, GOSSIP_IHAVE, round, 0, ids + off, k - off, &w) != 0 || !w)
                 break;
-            pkt_send(n, &p->m->addr, &e, SM_PKT_DATA, 0);
+            pkt_send(n, &p->addr, &e, SM_PKT_DATA, 0);
             n->st.ihave_ids += w;
             off += w;
         }
@@ -2248,7 +2260,8 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
             }
             if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer >= 0) {
                 struct peer *pp = &n->peers[src->peer];
-                if (pp->n_rx < RCPT_MAX) pp->rx_ids[pp->n_rx++] = crdt_rec_digest(&m->u.rec.v);
+                if (pp->n_rx < RCPT_MAX)
+                    n->pids[pp - n->peers].rx[pp->n_rx++] = crdt_rec_digest(&m->u.rec.v);
             }
             on_record(n, m, src);
             break;
