@@ -60,7 +60,8 @@ _Static_assert(GOSSIP_LEAVES == CRDT_DIGEST_LEAVES, "digest leaves mismatch");
 #define MAX_ACCUSERS  4
 #define GRAFT_TRIES   4  /* rounds over a missing record's announcers */
 #define EARLY_MAX     16 /* joiners told when we become rooted */
-#define MAINT_MS      500
+#define MAINT_MS      400
+#define GRID_MAX_MS   200 /* periodic timers fall on a grid this fine at most */
 #define RUMOR_CAP     128 /* membership changes queued for piggybacking */
 #define RUMOR_PER_PKT 16  /* piggybacked per packet at most */
 #define PKT_MAX       65536
@@ -206,6 +207,7 @@ struct sm_node {
     uint32_t sync_every; /* its period: doubles from 1 s to 60 s after a join */
     bool sync_walk;      /* follow page cursors to the end of the peer's list */
     uint64_t next;
+    uint64_t grid_phase, grid; /* periodic timers' grid (on_grid) */
     struct sm_time now;
 
     struct member *self;
@@ -320,6 +322,17 @@ static bool is_self_id(const struct sm_node *n, const char *id, size_t len)
 static uint64_t min64(uint64_t a, uint64_t b)
 {
     return a < b ? a : b;
+}
+
+/* @p t rounded up to the node's timer grid: the periodic timers (probe,
+ * gossip tick, anti-entropy, maintenance) fall on the same instants, so a
+ * node wakes for them together rather than one by one. */
+static uint64_t on_grid(const struct sm_node *n, uint64_t t)
+{
+    uint64_t g = n->grid, ph = n->grid_phase;
+    if (g <= 1) return t;
+    if (t <= ph) return ph;
+    return ph + (t - ph + g - 1) / g * g;
 }
 
 static void member_info(const struct member *m, struct sm_member_info *i)
@@ -1135,7 +1148,7 @@ static void lazy_add(struct sm_node *n, uint64_t id, uint8_t round)
     for (size_t i = 0; i < n->n_peers && !lazy_link; i++) lazy_link = !n->peers[i].eager;
     if (!lazy_link || n->n_lazy >= LAZY_CAP) return;
     if (!n->n_lazy && n->t_gossip < n->now.mono_ms)
-        n->t_gossip = n->now.mono_ms + n->cfg.gossip_interval_ms;
+        n->t_gossip = on_grid(n, n->now.mono_ms + n->cfg.gossip_interval_ms);
     n->lazy[n->n_lazy].id = id;
     n->lazy[n->n_lazy].round = round;
     n->n_lazy++;
@@ -2522,7 +2535,7 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
     if (t >= n->t_probe) {
         probe_finish(n);
         probe_start(n);
-        n->t_probe = t + scaled(n, n->cfg.probe_interval_ms);
+        n->t_probe = on_grid(n, t + scaled(n, n->cfg.probe_interval_ms));
     }
     reap_and_suspicion(n);
     if (n->n_missing) missing_tick(n);
@@ -2530,15 +2543,15 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
     if (t >= n->t_gossip) {
         send_ihave_tick(n);
         receipts_tick(n);
-        n->t_gossip = t + n->cfg.gossip_interval_ms;
+        n->t_gossip = on_grid(n, t + n->cfg.gossip_interval_ms);
     }
     if (t >= n->t_ae) {
         /* quiet replicas compare roots on every ping instead (on_root) */
         if (n->last_change && t - n->last_change < 3 * (uint64_t)n->cfg.ae_interval_ms) ae_start(n);
-        n->t_ae = t + n->cfg.ae_interval_ms;
+        n->t_ae = on_grid(n, t + n->cfg.ae_interval_ms);
     }
     if (t >= n->t_maint) {
-        n->t_maint = t + MAINT_MS;
+        n->t_maint = on_grid(n, t + MAINT_MS);
         reap_dead(n);
         if (t >= n->t_dead_probe) {
             dead_probe(n);
@@ -2651,10 +2664,12 @@ struct sm_node *sm_node_new(const struct sm_node_config *cfg, struct crdt_replic
     n->self->self = true;
     n->n_alive_other = 0;
     /* timers start staggered by the seed so a cluster does not tick in lockstep */
-    n->t_probe = rng_below(n, c->probe_interval_ms);
-    n->t_gossip = rng_below(n, c->gossip_interval_ms);
-    n->t_ae = rng_below(n, c->ae_interval_ms);
-    n->t_maint = rng_below(n, MAINT_MS);
+    n->grid = c->gossip_interval_ms < GRID_MAX_MS ? c->gossip_interval_ms : GRID_MAX_MS;
+    n->grid_phase = rng_below(n, n->grid ? n->grid : 1);
+    n->t_probe = on_grid(n, rng_below(n, c->probe_interval_ms));
+    n->t_gossip = on_grid(n, rng_below(n, c->gossip_interval_ms));
+    n->t_ae = on_grid(n, rng_below(n, c->ae_interval_ms));
+    n->t_maint = on_grid(n, rng_below(n, MAINT_MS));
     n->t_dead_probe = 0;
     n->t_shuffle = c->shuffle_interval_ms + rng_below(n, c->shuffle_interval_ms);
     n->sync_every = 60000;
@@ -2704,6 +2719,7 @@ int sm_node_join(struct sm_node *n, struct sm_time now, const struct sm_addr *se
         n->t_ae += now.mono_ms;
         n->t_maint += now.mono_ms;
         n->t_shuffle += now.mono_ms;
+        n->grid_phase += now.mono_ms;
     }
     for (size_t i = 0; i < m; i++) send_join(n, &s[i]);
     n->sync_walk = true;
