@@ -796,6 +796,9 @@ static struct msg *msg_new(struct sim *s, size_t len)
     } else if (*fl) {
         m = *fl;
         *fl = m->next;
+        /* the next allocation reads that slot's link: it was freed on
+         * whichever core received it */
+        if (*fl) __builtin_prefetch(*fl, 1);
     } else {
         m = malloc(MSG_SLOT);
     }
