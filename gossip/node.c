@@ -55,6 +55,7 @@ _Static_assert(GOSSIP_LEAVES == CRDT_DIGEST_LEAVES, "digest leaves mismatch");
 #define MAX_MISSING   64  /* announced records we wait for */
 #define MAX_ANNOUNCE  4   /* announcers remembered per missing record */
 #define RECENT_CAP    256 /* recently seen record ids (dedup, graft answers) */
+#define RECENT_QUICK  8   /* newest ones a received record is checked against first */
 #define LAZY_CAP      256 /* ids waiting to be announced */
 #define FRESH_MAX     64  /* records to forward, per call */
 #define MAX_ACCUSERS  4
@@ -1057,16 +1058,21 @@ static int enc_member_state(struct sm_node *n, struct gossip_enc *e, const struc
 /* ------------------------------------------------------------------------ */
 /* Records: recent cache, fresh (to forward), lazy (to announce), missing */
 
-static struct recent *recent_find(struct sm_node *n, uint64_t id)
+static struct recent *recent_find_in(struct sm_node *n, uint64_t id, size_t depth)
 {
     /* a short linear scan from the newest: ids are looked up right after they
-     * were seen (IHAVE, graft) */
-    for (size_t k = 0; k < RECENT_CAP; k++) {
+     * were seen (IHAVE, graft, a flood's duplicate copies) */
+    for (size_t k = 0; k < depth; k++) {
         size_t i = (n->recent_pos + RECENT_CAP - 1 - k) % RECENT_CAP;
         if (!n->recent[i].used) return NULL;
         if (n->recent[i].id == id) return &n->recent[i];
     }
     return NULL;
+}
+
+static struct recent *recent_find(struct sm_node *n, uint64_t id)
+{
+    return recent_find_in(n, id, RECENT_CAP);
 }
 
 static struct recent *recent_add(struct sm_node *n, uint64_t id, unsigned leaf, uint8_t round)
@@ -1272,16 +1278,20 @@ static int merge_in(struct sm_node *n, const struct crdt_rec_view *v, uint8_t ki
                     struct member *src)
 {
     uint64_t id = crdt_rec_digest(v);
-    const struct crdt_rec *cur = crdt_replica_find(n->rep, v->key, v->key_len);
+    /* a flood's duplicate copies follow the first within milliseconds: the
+     * write is among the newest merged, known without a replica lookup (the
+     * same digest is the same write, so the replica holds it or newer) */
+    struct recent *dup = recent_find_in(n, id, RECENT_QUICK);
+    const struct crdt_rec *cur = dup ? NULL : crdt_replica_find(n->rep, v->key, v->key_len);
     struct crdt_rec_view ov;
     uint8_t *oldbuf = NULL;
     struct crdt_rec_view oldv;
     bool have_old = false;
-    if (cur) {
-        crdt_rec_view(n->rep, cur, &ov);
-        if (crdt_order_cmp(v, &ov) <= 0) {
+    if (cur) crdt_rec_view(n->rep, cur, &ov);
+    if (dup || cur) {
+        if (dup || crdt_order_cmp(v, &ov) <= 0) {
             n->st.records_duplicate++;
-            struct recent *r = recent_find(n, id);
+            struct recent *r = dup ? dup : recent_find(n, id);
             if (r && src && src->peer >= 0) r->knows |= 1u << src->peer;
             if (n->cfg.prune && kind == GOSSIP_RK_EAGER && src && src->peer >= 0 &&
                 n->peers[src->peer].eager) {
