@@ -240,6 +240,7 @@ struct sm_node {
         unsigned nacks_expected, nacks;
     } pr;
     uint32_t lh; /* Lifeguard local health */
+    uint32_t n_relays; /* relays[] in use */
 
     size_t recent_pos;
     size_t n_missing;
@@ -1962,7 +1963,7 @@ static void on_ack(struct sm_node *n, const struct gossip_msg *msg)
         n->pr.acked = true;
         return;
     }
-    for (size_t i = 0; i < MAX_RELAYS; i++) {
+    for (size_t i = 0; i < MAX_RELAYS && n->n_relays; i++) {
         struct relay *r = &n->relays[i];
         if (r->used && r->my_seq == seq) {
             struct gossip_enc e;
@@ -1970,6 +1971,7 @@ static void on_ack(struct sm_node *n, const struct gossip_msg *msg)
             if (gossip_enc_probe(&e, GOSSIP_ACK, r->their_seq, NULL, 0, NULL) == 0)
                 pkt_send(n, &r->to, &e, SM_PKT_PROBE, 0);
             r->used = false;
+            n->n_relays--;
             return;
         }
     }
@@ -1991,6 +1993,7 @@ static void on_ping_req(struct sm_node *n, const struct gossip_msg *msg, const s
         if (!n->relays[i].used) r = &n->relays[i];
     if (!r) return;
     r->used = true;
+    n->n_relays++;
     r->my_seq = ++n->seq;
     r->their_seq = msg->u.probe.seq;
     r->to = *from;
@@ -2006,10 +2009,11 @@ static void on_ping_req(struct sm_node *n, const struct gossip_msg *msg, const s
 
 static void relays_tick(struct sm_node *n)
 {
-    for (size_t i = 0; i < MAX_RELAYS; i++) {
+    for (size_t i = 0; i < MAX_RELAYS && n->n_relays; i++) {
         struct relay *r = &n->relays[i];
         if (!r->used || r->deadline > n->now.mono_ms) continue;
         r->used = false;
+        n->n_relays--;
         struct gossip_enc e;
         pkt_begin(n, &e, SIZE_MAX);
         if (gossip_enc_probe(&e, GOSSIP_NACK, r->their_seq, NULL, 0, NULL) == 0)
@@ -2530,7 +2534,7 @@ static void recompute_next(struct sm_node *n)
     for (size_t i = 0; i < n->n_susp; i++)
         if (n->susp[i]->state == SM_MEMBER_SUSPECT) t = min64(t, n->susp[i]->susp_deadline);
     for (size_t i = 0; i < n->n_missing; i++) t = min64(t, n->missing[i].deadline);
-    for (size_t i = 0; i < MAX_RELAYS; i++)
+    for (size_t i = 0; i < MAX_RELAYS && n->n_relays; i++)
         if (n->relays[i].used) t = min64(t, n->relays[i].deadline);
     n->next = t;
 }
