@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -320,10 +319,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s: warning: --crypto on with %" PRIu32 " nodes (> 200) will be slow\n",
                 prog, o.nodes);
     hugetlb_reexec(argv);
-    /* the heap grows by gigabytes: in 16 MiB steps rather than 128 KiB ones,
-     * each of which takes the address-space lock the other thread's page
-     * faults wait on */
-    mallopt(M_TOP_PAD, 16 << 20);
     if (csv_path) {
         o.csv = fopen(csv_path, "w");
         if (!o.csv) {
