@@ -1289,48 +1289,46 @@ static int merge_in(struct sm_node *n, const struct crdt_rec_view *v, uint8_t ki
     struct crdt_rec_view oldv;
     bool have_old = false;
     if (cur) crdt_rec_view(n->rep, cur, &ov);
-    if (dup || cur) {
-        if (dup || crdt_order_cmp(v, &ov) <= 0) {
-            n->st.records_duplicate++;
-            struct recent *r = dup ? dup : recent_find(n, id);
-            if (r && src && src->peer >= 0) r->knows |= 1u << src->peer;
-            if (n->cfg.prune && kind == GOSSIP_RK_EAGER && src && src->peer >= 0 &&
-                n->peers[src->peer].eager) {
-                /* a second eager copy: this link is redundant in the tree */
-                n->peers[src->peer].eager = false;
-                struct gossip_enc e;
-                pkt_begin(n, &e, SIZE_MAX);
-                if (gossip_enc_prune(&e, false) == 0) {
-                    pkt_send(n, &src->addr, &e, SM_PKT_DATA, 0);
-                    n->st.prunes++;
-                }
+    if (dup || (cur && crdt_order_cmp(v, &ov) <= 0)) {
+        n->st.records_duplicate++;
+        struct recent *r = dup ? dup : recent_find(n, id);
+        if (r && src && src->peer >= 0) r->knows |= 1u << src->peer;
+        if (n->cfg.prune && kind == GOSSIP_RK_EAGER && src && src->peer >= 0 &&
+            n->peers[src->peer].eager) {
+            /* a second eager copy: this link is redundant in the tree */
+            n->peers[src->peer].eager = false;
+            struct gossip_enc e;
+            pkt_begin(n, &e, SIZE_MAX);
+            if (gossip_enc_prune(&e, false) == 0) {
+                pkt_send(n, &src->addr, &e, SM_PKT_DATA, 0);
+                n->st.prunes++;
             }
-            return 0;
         }
-        if (n->cfg.cb.on_record) {
-            /* keep the replaced record for the callback (the view dies in merge) */
-            size_t need = ov.key_len + ov.value_len + ov.origin_len + CRDT_SIG_LEN;
-            oldbuf = need <= sizeof(S.old) ? S.old : malloc(need);
-            if (oldbuf) {
-                oldv = ov;
-                uint8_t *p = oldbuf;
-                memcpy(p, ov.key, ov.key_len);
-                oldv.key = (const char *)p;
-                p += ov.key_len;
-                if (ov.value) {
-                    memcpy(p, ov.value, ov.value_len);
-                    oldv.value = p;
-                    p += ov.value_len;
-                }
-                memcpy(p, ov.origin, ov.origin_len);
-                oldv.origin = (const char *)p;
-                p += ov.origin_len;
-                if (ov.sig) {
-                    memcpy(p, ov.sig, CRDT_SIG_LEN);
-                    oldv.sig = p;
-                }
-                have_old = true;
+        return 0;
+    }
+    if (cur && n->cfg.cb.on_record) {
+        /* keep the replaced record for the callback (the view dies in merge) */
+        size_t need = ov.key_len + ov.value_len + ov.origin_len + CRDT_SIG_LEN;
+        oldbuf = need <= sizeof(S.old) ? S.old : malloc(need);
+        if (oldbuf) {
+            oldv = ov;
+            uint8_t *p = oldbuf;
+            memcpy(p, ov.key, ov.key_len);
+            oldv.key = (const char *)p;
+            p += ov.key_len;
+            if (ov.value) {
+                memcpy(p, ov.value, ov.value_len);
+                oldv.value = p;
+                p += ov.value_len;
             }
+            memcpy(p, ov.origin, ov.origin_len);
+            oldv.origin = (const char *)p;
+            p += ov.origin_len;
+            if (ov.sig) {
+                memcpy(p, ov.sig, CRDT_SIG_LEN);
+                oldv.sig = p;
+            }
+            have_old = true;
         }
     }
     int rc = crdt_replica_merge(n->rep, v);

@@ -237,9 +237,10 @@ struct sm_node_config {
  * A hint for an embedder that knows which node will receive next (a batch of
  * received datagrams, the simulator): start loading the state a receive from
  * @p sender (its node id; NULL/0 for a timeout) touches first. Stage 0 is the
- * node's own hot lines, stage 1 the peers' member entries and the sender's
- * member-table slot, stage 2 the sender's member entry; run each stage a
- * little after the one before. Changes nothing.
+ * node's own hot lines and peer slots, stage 1 the peers' receipt ids, the
+ * newest recent record ids and the sender's member-table slot, stage 2 the
+ * sender's member entry; run each stage a little after the one before.
+ * Changes nothing.
  */
 void sm_node_prefetch(const struct sm_node *n, int stage, const char *sender, size_t len);
 

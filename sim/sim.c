@@ -24,8 +24,9 @@
  *   origin's order.
  * - The network's draws (latency, loss, duplication, reordering) come from
  *   the sender's own PRNG stream, for the same reason.
- * - A packet is copied once, into a malloc'd message that the delivery event
- *   points to; the receiving side frees it. Duplicates are a second copy.
+ * - A packet is copied once, into a message slot that the delivery event
+ *   points to (struct msg); the receiving side returns it to its own free
+ *   list. Duplicates are a second copy.
  * - Each node has at most one live timer entry. When the protocol's deadline
  *   moves earlier a new entry is pushed and the old one is invalidated by the
  *   node's generation counter; when it moves later the old entry stays and is
@@ -149,6 +150,9 @@ struct sop {
 };
 
 #define NBLK 64 /* node blocks (node id % NBLK), each with its own heap */
+
+/* run_window() sums the workers' counters field by field as uint64_t */
+_Static_assert(sizeof(struct sim_stats) % sizeof(uint64_t) == 0, "sim_stats: uint64_t fields only");
 
 struct sim {
     struct sim_config cfg;
@@ -1180,7 +1184,6 @@ static struct heap *first_heap(const struct sim *s)
 
 bool sim_step(struct sim *s)
 {
-    drain_all(s);
     struct heap *h = first_heap(s);
     if (!h) return false;
     struct ev e = heap_pop(h);
@@ -1197,7 +1200,6 @@ uint64_t sim_run_until(struct sim *s, int64_t t_us)
 {
     uint64_t n0 = s->st.events;
     if (s->par_ok) {
-        drain_all(s);
         size_t minw = s->cfg.min_window ? s->cfg.min_window : PAR_MIN_BATCH;
         /* a hook may make the engine serial (a latency under 1 ms) */
         while (s->par_ok) {
@@ -1211,6 +1213,9 @@ uint64_t sim_run_until(struct sim *s, int64_t t_us)
              * calling thread alone still gains from prefetching */
             run_window(s, end, s->threads > 1 && s->last_window >= minw);
         }
+        /* the last window's staged events: outside a run every event is in
+         * its heap (serial pushes go there directly), so sim_step and the
+         * next run start from the heaps alone */
         drain_all(s);
     }
     if (!s->par_ok) {

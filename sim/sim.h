@@ -93,7 +93,7 @@ struct sim_proto {
      *  @p from is the packet's sender, UINT32_MAX for a timer. Changes nothing. */
     void (*prefetch)(void *p, int stage, uint32_t from);
     /** Instances share state (a test protocol's common log): run every event in
-     *  global (time, sequence) order, never in windows. Otherwise only each node's
+     *  global (time, key) order, never in windows. Otherwise only each node's
      *  own events keep that order (what a node can observe). */
     bool global_order;
 };
