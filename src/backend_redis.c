@@ -63,6 +63,8 @@
 /* Namespaces under the prefix that belong to locks, not to data. */
 #define LOCK_NS  "lock:"
 #define FENCE_NS "fence:"
+#define META_NS  "lockmeta:" /* the lock epoch and the recovery wait */
+#define EPOCH_LEN 40         /* a redis run id: 40 hex digits */
 
 /* ---- Lua scripts (EVAL: Redis caches the compiled body by its SHA1) ---- */
 
@@ -72,25 +74,91 @@ static const char del_lua[] = "local n = redis.call('DEL', KEYS[1]) "
                               "if n == 1 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end "
                               "return n";
 
-/* KEYS[1] lock, KEYS[2] fence counter, ARGV[1] token, ARGV[2] ttl ms. The
+/* Every lock script shares this prelude and these arguments:
+ *   KEYS[1] lock, KEYS[2] fence counter, KEYS[3] epoch hash, KEYS[4] recovery
+ *   wait key; ARGV[1] token, ARGV[2] ttl ms (0 for release), ARGV[3] the epoch
+ *   this client saw last ('' none), ARGV[4] the latest lease end it saw
+ *   (server ms), ARGV[5] '1' to wait out old leases after a loss, '0' not to.
+ *
+ * The epoch is the run id of the redis process that recorded it, with the
+ * latest lease end granted under it ('until', server clock). A script that
+ * finds another run id (or none: the data is gone) knows the server restarted
+ * or lost its data since: leases granted before may still run although their
+ * keys are gone, so no grant happens until the latest lease end known (kept
+ * in the hash if it survived, or brought by this client) has passed. A client
+ * that saw an older epoch brings its own 'until', in case a client that never
+ * saw the old epoch recorded the new one first.
+ *
+ * Fences: INCR of a counter that never expires, raised to a floor of the
+ * server's clock in ms * 1024 whenever it is below. A counter lost with the
+ * data (or rolled back by a restore) restarts above every fence handed out
+ * before, as long as the server clock does not go back and no name sees more
+ * than 1024 grants in a millisecond. Numbers stay below 2^53 (Lua's doubles)
+ * until the year 2248. Arguments are formatted with %d, never passed as Lua
+ * numbers (which redis would format in floating point). */
+#define LOCK_PRELUDE                                                                              \
+    "redis.replicate_commands() "                                                                 \
+    "local function s(n) return string.format('%d', n) end "                                      \
+    "local t = redis.call('TIME') "                                                               \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "                      \
+    "local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?' "              \
+    "local ep = redis.call('HMGET', KEYS[3], 'id', 'until') "                                     \
+    "local untl = tonumber(ep[2] or '0') "                                                        \
+    "local known = tonumber(ARGV[4]) or 0 "                                                       \
+    "local wait = 0 "                                                                             \
+    "if ep[1] ~= run then "                                                                       \
+    "  if known > untl then untl = known end "                                                    \
+    "  wait = untl - now "                                                                        \
+    "  redis.call('HSET', KEYS[3], 'id', run, 'until', s(untl)) "                                 \
+    "elseif ARGV[3] ~= '' and ARGV[3] ~= run then "                                               \
+    "  wait = known - now "                                                                       \
+    "end "                                                                                        \
+    "if ARGV[5] == '1' and wait > 0 and redis.call('PTTL', KEYS[4]) < wait then "                 \
+    "  redis.call('SET', KEYS[4], '1', 'PX', s(wait)) "                                           \
+    "end "                                                                                        \
+    "local function lease(ttl) "                                                                  \
+    "  if now + ttl > untl then untl = now + ttl; redis.call('HSET', KEYS[3], 'until', s(untl)) " \
+    "  end "                                                                                      \
+    "end "
+
+/* Acquire: {1, fence, epoch, until} granted; {0, pttl, ...} held by another
+ * owner; {2, wait ms, ...} waiting out leases from before a restart. The
  * grant and its fencing token are taken in one atomic step, so no grant can
  * exist without a fence or carry another grant's fence. */
 static const char acquire_lua[] =
+    LOCK_PRELUDE "if ARGV[5] == '1' then "
+    "  local w = redis.call('PTTL', KEYS[4]) "
+    "  if w > 0 then return {2, w, run, s(untl)} end "
+    "end "
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-    "return {1, redis.call('INCR', KEYS[2])} end "
-    "return {0, redis.call('PTTL', KEYS[1])}";
+    "  lease(tonumber(ARGV[2])) "
+    "  local f = redis.call('INCR', KEYS[2]) "
+    "  if f < now * 1024 then f = now * 1024; redis.call('SET', KEYS[2], s(f)) end "
+    "  return {1, f, run, s(untl)} "
+    "end "
+    "return {0, redis.call('PTTL', KEYS[1]), run, s(untl)}";
 
 /* Renew: compare-and-extend; returns the fence of the grant being renewed. */
-static const char renew_lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                                "redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
-                                "return {1, tonumber(redis.call('GET', KEYS[2]) or '0')} end "
-                                "return {0, 0}";
+static const char renew_lua[] = LOCK_PRELUDE "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                                             "  redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+                                             "  lease(tonumber(ARGV[2])) "
+                                             "  return {1, tonumber(redis.call('GET', KEYS[2]) "
+                                             "or '0'), run, s(untl)} "
+                                             "end "
+                                             "return {0, 0, run, s(untl)}";
 
 /* Release: compare-and-delete. */
-static const char release_lua[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                                  "redis.call('DEL', KEYS[1]) "
-                                  "return {1, tonumber(redis.call('GET', KEYS[2]) or '0')} end "
-                                  "return {0, 0}";
+static const char release_lua[] = LOCK_PRELUDE "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                                               "  redis.call('DEL', KEYS[1]) "
+                                               "  return {1, tonumber(redis.call('GET', KEYS[2]) "
+                                               "or '0'), run, s(untl)} "
+                                               "end "
+                                               "return {0, 0, run, s(untl)}";
+
+/* Run by a client that knew an epoch, right after it reconnects and before
+ * any of its operations: it brings the news of a restart (and its 'until')
+ * before a client that never saw the old epoch can grant anything. */
+static const char check_lua[] = LOCK_PRELUDE "return {1, 0, run, s(untl)}";
 
 /* ---- types ---- */
 
@@ -191,6 +259,12 @@ struct rb {
     struct xtab xt; /* writers of keys that will expire */
     bool closing;
     int expiry_events; /* 1 on, 0 off (CONFIG refused), -1 not known yet */
+    /* lock epochs (see LOCK_PRELUDE) */
+    char epoch_key[MAX_PREFIX + 16], wait_key[MAX_PREFIX + 16];
+    char epoch[EPOCH_LEN + 1]; /* run id of the last epoch seen, "" none */
+    uint64_t known_until;      /* latest lease end seen under it (server ms) */
+    bool recovery_wait;        /* redis.lock_recovery=wait */
+    uint64_t *m_epochs, *m_recovery_refusals;
     uint64_t *m_timeouts, *m_events, *m_bad_events, *m_expired;
 };
 
@@ -220,7 +294,8 @@ static uint64_t next_version(struct rb *b, uint64_t wall)
 static bool reserved_key(const char *key)
 {
     return strncmp(key, LOCK_NS, sizeof LOCK_NS - 1) == 0 ||
-           strncmp(key, FENCE_NS, sizeof FENCE_NS - 1) == 0;
+           strncmp(key, FENCE_NS, sizeof FENCE_NS - 1) == 0 ||
+           strncmp(key, META_NS, sizeof META_NS - 1) == 0;
 }
 
 static int scratch_reserve(struct rb *b, size_t need)
@@ -548,6 +623,31 @@ static void on_config_get(redisAsyncContext *ac, void *reply, void *priv)
         b->expiry_events = 0;
 }
 
+static void learn_epoch(struct rb *b, const redisReply *id, const redisReply *until);
+
+static void on_epoch_check(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rb *b = priv;
+    redisReply *r = reply;
+    if (!r || b->cmd.ac != ac || r->type != REDIS_REPLY_ARRAY || r->elements != 4) return;
+    learn_epoch(b, r->element[2], r->element[3]);
+}
+
+/* A client that knew an epoch checks it on every reconnect, ahead of any of
+ * its own operations (they are queued behind this in the same pipeline). */
+static void epoch_check(struct rb *b, redisAsyncContext *ac)
+{
+    if (!b->epoch[0]) return;
+    char until[24];
+    fmt_u64(until, b->known_until);
+    const char *argv[] = {"EVAL",      check_lua, "4",   "-", "-", b->epoch_key,
+                          b->wait_key, "",        "0",   b->epoch, until,
+                          b->recovery_wait ? "1" : "0"};
+    size_t lens[12];
+    for (size_t i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
+    redisAsyncCommandArgv(ac, on_epoch_check, b, 12, argv, lens);
+}
+
 static void on_hs_ping(redisAsyncContext *ac, void *reply, void *priv)
 {
     struct rconn *c = priv;
@@ -558,8 +658,9 @@ static void on_hs_ping(redisAsyncContext *ac, void *reply, void *priv)
         conn_drop(c, c->hs_err, "%s", c->hs_msg);
         return;
     }
-    conn_up(c);
     struct rb *b = c->b;
+    epoch_check(b, ac);
+    conn_up(c);
     if (redisAsyncCommand(ac, on_config_get, b, "CONFIG GET notify-keyspace-events") != REDIS_OK)
         b->expiry_events = 0;
 }
@@ -913,14 +1014,38 @@ static void finish_get(struct rop *o, const redisReply *r)
     if (ents != &one) free(ents);
 }
 
+/* Remember the epoch and latest lease end a lock reply names: a later
+ * reconnect to a restarted server brings them back (see LOCK_PRELUDE). */
+static void learn_epoch(struct rb *b, const redisReply *id, const redisReply *until)
+{
+    if (id->type != REDIS_REPLY_STRING || until->type != REDIS_REPLY_STRING ||
+        id->len > EPOCH_LEN)
+        return;
+    uint64_t u = strtoull(until->str, NULL, 10);
+    if (strcmp(b->epoch, id->str) != 0) {
+        if (b->epoch[0] && b->m_epochs) (*b->m_epochs)++;
+        memcpy(b->epoch, id->str, id->len + 1);
+    }
+    if (u > b->known_until) b->known_until = u;
+}
+
 static void finish_lock(struct rop *o, const redisReply *r)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
         rop_fail(o, SM_EPROTO, "redis: unexpected reply to a lock script");
         return;
     }
+    learn_epoch(o->b, r->element[2], r->element[3]);
     long long ok = r->element[0]->integer, v = r->element[1]->integer;
+    if (ok == 2) {
+        if (o->b->m_recovery_refusals) (*o->b->m_recovery_refusals)++;
+        rop_fail(o, SM_EUNAVAILABLE,
+                 "lock '%s': redis restarted or lost its data; no grant for %lld ms, until "
+                 "every lease granted before has run out",
+                 o->name, v);
+        return;
+    }
     if (!ok) {
         if (o->kind == K_LOCK_ACQ)
             rop_fail(o, SM_ELOCKED, "lock '%s' is held by another owner (expires in %lld ms)",
@@ -1251,7 +1376,7 @@ static int lock_call(struct rb *b, enum rkind kind, const char *name, const char
     if (token && strlen(token) != 2 * TOKEN_BYTES)
         return sm_store_seterr(b->st, SM_ENOTOWNER, "lock '%s': not a token this backend issued",
                                name);
-    if ((rc = scratch_reserve(b, 2 * (b->plen + sizeof FENCE_NS + nl + 1) + 24)) < 0) return rc;
+    if ((rc = scratch_reserve(b, 2 * (b->plen + sizeof FENCE_NS + nl + 1) + 48)) < 0) return rc;
     struct rop *o = rop_get(b, kind, cb, arg);
     if (!o) return SM_ENOMEM;
     o->name = sm_strdup(name);
@@ -1273,13 +1398,28 @@ static int lock_call(struct rb *b, enum rkind kind, const char *name, const char
     int fl = sprintf(fk, "%s" FENCE_NS "%s", b->prefix, name);
     char *ttl = fk + fl + 1;
     size_t tl = fmt_u64(ttl, ttl_ms);
+    char *until = ttl + tl + 1;
+    size_t ul = fmt_u64(until, b->known_until);
     const char *script = kind == K_LOCK_ACQ     ? acquire_lua
                          : kind == K_LOCK_RENEW ? renew_lua
                                                 : release_lua;
-    const char *argv[7] = {"EVAL", script, "2", lk, fk, o->token, ttl};
-    size_t lens[7] = {4, strlen(script), 1, (size_t)ll, (size_t)fl, 2 * TOKEN_BYTES, tl};
+    const char *argv[12] = {"EVAL",      script,   "4",     lk,      fk,
+                            b->epoch_key, b->wait_key, o->token, ttl, b->epoch,
+                            until,        b->recovery_wait ? "1" : "0"};
+    size_t lens[12] = {4,
+                       strlen(script),
+                       1,
+                       (size_t)ll,
+                       (size_t)fl,
+                       strlen(b->epoch_key),
+                       strlen(b->wait_key),
+                       2 * TOKEN_BYTES,
+                       tl,
+                       strlen(b->epoch),
+                       ul,
+                       1};
     list_add(b, o);
-    return send_argv(b, o, kind == K_LOCK_REL ? 6 : 7, argv, lens);
+    return send_argv(b, o, 12, argv, lens);
 }
 
 static int redis_lock_acquire(struct sm_backend *base, const char *name, uint64_t ttl_ms, sm_cb cb,
@@ -1310,7 +1450,7 @@ static int redis_connected(struct sm_backend *base)
 
 static const char *const known_opts[] = {"addr",          "password",        "db",
                                          "prefix",        "connect_timeout", "command_timeout",
-                                         "reconnect_min", "reconnect_max",   NULL};
+                                         "reconnect_min", "reconnect_max",   "lock_recovery", NULL};
 
 static int check_opt(const char *key, const char *value, void *arg)
 {
@@ -1404,49 +1544,9 @@ static void conn_init(struct rb *b, struct rconn *c, bool is_sub)
                                        "Redis connections lost or failed to establish", l);
 }
 
-static int redis_open(struct sm_store *st, const struct sm_config *cfg, struct sm_backend **out,
-                      char *err, size_t errlen)
+/* The duration options, each 1 ms .. 1 h. */
+static int parse_durations(struct rb *b, const struct sm_config *cfg, char *err, size_t errlen)
 {
-    const char *bad = NULL;
-    if (sm_cfg_foreach(cfg, "redis.", check_opt, &bad)) {
-        snprintf(err, errlen,
-                 "unknown option '%s' (redis backend knows addr, password, db, prefix, "
-                 "connect_timeout, command_timeout, reconnect_min, reconnect_max)",
-                 bad);
-        return SM_ECONFIG;
-    }
-    struct rb *b = calloc(1, sizeof *b);
-    if (!b) return SM_ENOMEM;
-    b->st = st;
-    b->loop = sm_store_loop(st);
-    b->expiry_events = -1;
-    int rc;
-    if ((rc = parse_addr(b, sm_cfg_str(cfg, "redis.addr", DEFAULT_ADDR), err, errlen)) < 0)
-        goto fail;
-    const char *pw = sm_cfg_str(cfg, "redis.password", NULL);
-    if (pw && *pw && !(b->password = sm_strdup(pw))) {
-        rc = SM_ENOMEM;
-        goto fail;
-    }
-    if ((rc = sm_cfg_u64(cfg, "redis.db", 0, &b->db, err, errlen)) < 0) goto fail;
-    if (b->db > MAX_DB) {
-        snprintf(err, errlen, "option redis.db: %llu is out of range 0..%d",
-                 (unsigned long long)b->db, MAX_DB);
-        rc = SM_ECONFIG;
-        goto fail;
-    }
-    fmt_u64(b->db_str, b->db);
-    const char *prefix = sm_cfg_str(cfg, "redis.prefix", DEFAULT_PREFIX);
-    if (strlen(prefix) > MAX_PREFIX) {
-        snprintf(err, errlen, "option redis.prefix: longer than %d bytes", MAX_PREFIX);
-        rc = SM_ECONFIG;
-        goto fail;
-    }
-    snprintf(b->prefix, sizeof b->prefix, "%s", prefix);
-    b->plen = strlen(b->prefix);
-    snprintf(b->chan_events, sizeof b->chan_events, "%sevents", b->prefix);
-    snprintf(b->chan_expired, sizeof b->chan_expired, "__keyevent@%llu__:expired",
-             (unsigned long long)b->db);
     static const struct {
         const char *key;
         uint64_t def;
@@ -1455,25 +1555,62 @@ static int redis_open(struct sm_store *st, const struct sm_config *cfg, struct s
                 {"redis.command_timeout", DEFAULT_COMMAND_MS, offsetof(struct rb, command_ms)},
                 {"redis.reconnect_min", DEFAULT_RMIN_MS, offsetof(struct rb, rmin_ms)},
                 {"redis.reconnect_max", DEFAULT_RMAX_MS, offsetof(struct rb, rmax_ms)}};
+    int rc;
     for (size_t i = 0; i < sizeof durs / sizeof durs[0]; i++) {
         uint64_t *dst = (uint64_t *)((char *)b + durs[i].off);
-        if ((rc = sm_cfg_ms(cfg, durs[i].key, durs[i].def, dst, err, errlen)) < 0) goto fail;
+        if ((rc = sm_cfg_ms(cfg, durs[i].key, durs[i].def, dst, err, errlen)) < 0) return rc;
         if (*dst == 0 || *dst > 3600 * 1000) {
             snprintf(err, errlen, "option %s: must be between 1 ms and 1 h", durs[i].key);
-            rc = SM_ECONFIG;
-            goto fail;
+            return SM_ECONFIG;
         }
     }
     if (b->rmin_ms > b->rmax_ms) {
         snprintf(err, errlen,
                  "option redis.reconnect_min (%llu ms) exceeds reconnect_max (%llu ms)",
                  (unsigned long long)b->rmin_ms, (unsigned long long)b->rmax_ms);
-        rc = SM_ECONFIG;
-        goto fail;
+        return SM_ECONFIG;
     }
-    snprintf(b->node, sizeof b->node, "%s", sm_store_node_id(st));
-    b->node_len = strlen(b->node);
-    struct sm_metrics *m = sm_store_metrics(st);
+    return 0;
+}
+
+/* Every option but the durations; names derived from the prefix. */
+static int parse_options(struct rb *b, const struct sm_config *cfg, char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = parse_addr(b, sm_cfg_str(cfg, "redis.addr", DEFAULT_ADDR), err, errlen)) < 0)
+        return rc;
+    const char *pw = sm_cfg_str(cfg, "redis.password", NULL);
+    if (pw && *pw && !(b->password = sm_strdup(pw))) return SM_ENOMEM;
+    if ((rc = sm_cfg_u64(cfg, "redis.db", 0, &b->db, err, errlen)) < 0) return rc;
+    if (b->db > MAX_DB) {
+        snprintf(err, errlen, "option redis.db: %llu is out of range 0..%d",
+                 (unsigned long long)b->db, MAX_DB);
+        return SM_ECONFIG;
+    }
+    fmt_u64(b->db_str, b->db);
+    const char *prefix = sm_cfg_str(cfg, "redis.prefix", DEFAULT_PREFIX);
+    if (strlen(prefix) > MAX_PREFIX) {
+        snprintf(err, errlen, "option redis.prefix: longer than %d bytes", MAX_PREFIX);
+        return SM_ECONFIG;
+    }
+    snprintf(b->prefix, sizeof b->prefix, "%s", prefix);
+    b->plen = strlen(b->prefix);
+    snprintf(b->chan_events, sizeof b->chan_events, "%sevents", b->prefix);
+    snprintf(b->chan_expired, sizeof b->chan_expired, "__keyevent@%llu__:expired",
+             (unsigned long long)b->db);
+    snprintf(b->epoch_key, sizeof b->epoch_key, "%s" META_NS "epoch", b->prefix);
+    snprintf(b->wait_key, sizeof b->wait_key, "%s" META_NS "wait", b->prefix);
+    const char *rec = sm_cfg_str(cfg, "redis.lock_recovery", "wait");
+    if (strcmp(rec, "wait") != 0 && strcmp(rec, "off") != 0) {
+        snprintf(err, errlen, "option redis.lock_recovery: '%s' is neither 'wait' nor 'off'", rec);
+        return SM_ECONFIG;
+    }
+    b->recovery_wait = strcmp(rec, "wait") == 0;
+    return parse_durations(b, cfg, err, errlen);
+}
+
+static void register_metrics(struct rb *b, struct sm_metrics *m)
+{
     b->m_timeouts =
         sm_metrics_counter(m, "statemesh_redis_command_timeouts_total",
                            "Redis commands that timed out (the connection is reset)", "");
@@ -1483,6 +1620,40 @@ static int redis_open(struct sm_store *st, const struct sm_config *cfg, struct s
                                          "Malformed messages dropped from the events channel", "");
     b->m_expired = sm_metrics_counter(m, "statemesh_redis_expired_events_total",
                                       "Key expiry notifications received from redis", "");
+    b->m_epochs = sm_metrics_counter(m, "statemesh_redis_lock_epochs_total",
+                                     "Redis restarts or data losses seen by the lock scripts", "");
+    b->m_recovery_refusals =
+        sm_metrics_counter(m, "statemesh_redis_lock_recovery_refusals_total",
+                           "Lock acquires refused while leases from before a redis restart "
+                           "may still run",
+                           "");
+}
+
+static int redis_open(struct sm_store *st, const struct sm_config *cfg, struct sm_backend **out,
+                      char *err, size_t errlen)
+{
+    const char *bad = NULL;
+    if (sm_cfg_foreach(cfg, "redis.", check_opt, &bad)) {
+        snprintf(err, errlen,
+                 "unknown option '%s' (redis backend knows addr, password, db, prefix, "
+                 "connect_timeout, command_timeout, reconnect_min, reconnect_max, "
+                 "lock_recovery)",
+                 bad);
+        return SM_ECONFIG;
+    }
+    struct rb *b = calloc(1, sizeof *b);
+    if (!b) return SM_ENOMEM;
+    b->st = st;
+    b->loop = sm_store_loop(st);
+    b->expiry_events = -1;
+    int rc = parse_options(b, cfg, err, errlen);
+    if (rc < 0) {
+        rb_free(b);
+        return rc;
+    }
+    snprintf(b->node, sizeof b->node, "%s", sm_store_node_id(st));
+    b->node_len = strlen(b->node);
+    register_metrics(b, sm_store_metrics(st));
     b->base.store = st;
     ev_now_update(b->loop); /* relative timers below start from a fresh "now" */
     conn_init(b, &b->cmd, false);
@@ -1493,9 +1664,6 @@ static int redis_open(struct sm_store *st, const struct sm_config *cfg, struct s
     conn_start(&b->sub);
     *out = &b->base;
     return 0;
-fail:
-    rb_free(b);
-    return rc;
 }
 
 static void redis_close(struct sm_backend *base)

@@ -316,6 +316,23 @@ static void apply_del(struct smr_fsm *f, const msgpack_object_array *a, uint64_t
     kv_free(e);
 }
 
+/* The fence of a new grant: above the lock's last fence, the entry's version
+ * and a floor of FSM time in ms * 1024. Versions alone would repeat after a
+ * restore from a backup (grants made after the backup was taken are lost,
+ * and the restored log numbers its entries from the backup's index again);
+ * FSM time is leader-stamped, so the floor is the same on every replica and
+ * lies above every fence handed out before, as long as the leaders' clocks
+ * do not go back and no name sees more than 1024 grants per ms. A fresh
+ * record (never granted, or dropped a minute after it lapsed) starts at the
+ * floor, which by then has moved past the old fences. */
+static uint64_t grant_fence(const struct smr_fsm *f, const struct smr_lock *l, uint64_t version)
+{
+    uint64_t fence = f->now_ms * 1024;
+    if (version > fence) fence = version;
+    if (l->fence >= fence) fence = l->fence + 1;
+    return fence;
+}
+
 static void apply_lock(struct smr_fsm *f, int op, const msgpack_object_array *a, uint64_t index,
                        const char *origin, size_t olen)
 {
@@ -355,7 +372,7 @@ static void apply_lock(struct smr_fsm *f, int op, const msgpack_object_array *a,
         }
         memcpy(l->token, tok, SMR_TOKEN_LEN);
         l->token[SMR_TOKEN_LEN] = '\0';
-        l->fence = index;
+        l->fence = grant_fence(f, l, index);
         l->released = false;
         l->expires_ms = now + (int64_t)ttl;
         copy_id(l->owner, origin, olen);

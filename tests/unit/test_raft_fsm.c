@@ -173,7 +173,7 @@ static void test_locks(void **state)
     assert_int_equal(smr_fsm_init(&f), 0);
     const struct smr_result *r = ap(&f, 10, lock_e(1000, SMR_OP_LOCK, "L", TOK_A, 1000));
     assert_int_equal(r->status, 0);
-    assert_int_equal(r->fence, 10);
+    assert_int_equal(r->fence, 1000 * 1024); /* FSM time's floor, above the index */
     assert_int_equal(r->expires_ms, 2000);
     /* another owner is refused while the grant is live */
     r = ap(&f, 11, lock_e(1500, SMR_OP_LOCK, "L", TOK_B, 1000));
@@ -181,18 +181,18 @@ static void test_locks(void **state)
     /* a retried acquire with the same token is the same grant */
     r = ap(&f, 12, lock_e(1600, SMR_OP_LOCK, "L", TOK_A, 1000));
     assert_int_equal(r->status, 0);
-    assert_int_equal(r->fence, 10);
+    assert_int_equal(r->fence, 1000 * 1024);
     /* renew by the owner keeps the fence and extends from the entry time */
     r = ap(&f, 13, lock_e(1900, SMR_OP_RENEW, "L", TOK_A, 1000));
     assert_int_equal(r->status, 0);
-    assert_int_equal(r->fence, 10);
+    assert_int_equal(r->fence, 1000 * 1024);
     assert_int_equal(r->expires_ms, 2900);
     r = ap(&f, 14, lock_e(1900, SMR_OP_RENEW, "L", TOK_B, 1000));
     assert_int_equal(r->status, SM_ENOTOWNER);
     /* after expiry (by entry time) another owner gets it with a larger fence */
     r = ap(&f, 15, lock_e(2900, SMR_OP_LOCK, "L", TOK_B, 1000));
     assert_int_equal(r->status, 0);
-    assert_int_equal(r->fence, 15);
+    assert_int_equal(r->fence, 2900 * 1024);
     /* the old owner can neither renew nor release */
     r = ap(&f, 16, lock_e(2901, SMR_OP_RENEW, "L", TOK_A, 1000));
     assert_int_equal(r->status, SM_ENOTOWNER);
@@ -207,7 +207,23 @@ static void test_locks(void **state)
     assert_int_equal(r->status, SM_ENOTOWNER);
     r = ap(&f, 21, lock_e(2906, SMR_OP_LOCK, "L", TOK_A, 1000));
     assert_int_equal(r->status, 0);
-    assert_int_equal(r->fence, 21);
+    assert_int_equal(r->fence, 2906 * 1024);
+    /* released and taken again within one ms: one above the last fence */
+    r = ap(&f, 22, lock_e(2906, SMR_OP_UNLOCK, "L", TOK_A, 0));
+    assert_int_equal(r->status, 0);
+    r = ap(&f, 23, lock_e(2906, SMR_OP_LOCK, "L", TOK_B, 1000));
+    assert_int_equal(r->fence, 2906 * 1024 + 1);
+    /* a leader whose clock went back: FSM time holds, the fence still rises */
+    r = ap(&f, 24, lock_e(2906, SMR_OP_UNLOCK, "L", TOK_B, 0));
+    r = ap(&f, 25, lock_e(100, SMR_OP_LOCK, "L", TOK_A, 1000));
+    assert_int_equal(r->status, 0);
+    assert_int_equal(r->fence, 2906 * 1024 + 2);
+    /* entries without a time (version above the floor): the version wins */
+    struct smr_fsm g;
+    assert_int_equal(smr_fsm_init(&g), 0);
+    r = ap(&g, 7, lock_e(0, SMR_OP_LOCK, "L", TOK_A, 1000));
+    assert_int_equal(r->fence, 7);
+    smr_fsm_close(&g);
     smr_fsm_close(&f);
 }
 
@@ -297,7 +313,9 @@ static void test_snapshot_determinism(void **state)
     smr_fsm_close(&c);
 }
 
-/* A restored backup moves the index base so versions and fences keep increasing. */
+/* A restored backup moves the index base so versions keep increasing; fences
+ * keep increasing even past the grants made after the backup was taken,
+ * which the restore loses (index-derived fences would repeat them). */
 static void test_index_base(void **state)
 {
     (void)state;
@@ -305,17 +323,24 @@ static void test_index_base(void **state)
     assert_int_equal(smr_fsm_init(&a), 0);
     assert_int_equal(smr_fsm_init(&b), 0);
     const struct smr_result *r = ap(&a, 500, lock_e(1, SMR_OP_LOCK, "L", TOK_A, 10));
-    assert_int_equal(r->fence, 500);
+    assert_int_equal(r->fence, 1024);
+    assert_int_equal(r->version, 500);
     void *s;
     size_t n;
     assert_int_equal(smr_fsm_snapshot(&a, &s, &n), 0);
+    /* after the backup: more grants, up to index 90000 (lost by the restore) */
+    r = ap(&a, 90000, lock_e(5000, SMR_OP_LOCK, "L", TOK_B, 10));
+    uint64_t lost = r->fence;
+    assert_int_equal(lost, 5000 * 1024);
     assert_int_equal(smr_fsm_restore(&b, s, n), 0);
     free(s);
     b.index_base += b.last_index; /* what raft.restore does */
     b.last_index = 0;
-    r = ap(&b, 3, lock_e(100, SMR_OP_LOCK, "L", TOK_B, 10));
+    r = ap(&b, 3, lock_e(6000, SMR_OP_LOCK, "L", TOK_B, 10));
     assert_int_equal(r->status, 0);
-    assert_int_equal(r->fence, 503);
+    assert_int_equal(r->version, 503);
+    assert_true(r->fence > lost);
+    assert_int_equal(r->fence, 6000 * 1024);
     smr_fsm_close(&a);
     smr_fsm_close(&b);
 }

@@ -450,6 +450,7 @@ static void test_ops(void **state)
     assert_int_equal(sm_set(st, "lock:x", "v", 1, 0, on_done, &g), SM_EINVAL);
     assert_non_null(strstr(sm_errmsg(st), "reserved"));
     assert_int_equal(sm_get(st, "fence:x", on_done, &g), SM_EINVAL);
+    assert_int_equal(sm_get(st, "lockmeta:epoch", on_done, &g), SM_EINVAL);
     /* no local reads, no listing: this is a remote backend */
     struct sm_entry e;
     assert_int_equal(sm_get_now(st, "m1", &e), SM_ENOTSUP);
@@ -721,7 +722,11 @@ static void test_locks_basic(void **state)
     memset(&ga, 0, sizeof ga);
     assert_int_equal(sm_lock_acquire(a, "job", 5000, on_done, &ga), 0);
     assert_int_equal(lock_op(loop, NULL, &ga), 0);
-    assert_int_equal(ga.fence, last + 1);
+    assert_true(ga.fence > last);
+    /* fences sit on the server clock's floor (ms * 1024): within a few
+     * seconds of ours, same host */
+    uint64_t floor_now = sm_wall_ms() * 1024;
+    assert_true(ga.fence > floor_now - 5000 * 1024 && ga.fence < floor_now + 5000 * 1024);
     /* locks are keyed under the prefix and do not show up as data */
     redisContext *rc = redis_server_connect(&g_srv);
     redisReply *r = cmd(rc, "GET lk:lock:job");
@@ -733,6 +738,213 @@ static void test_locks_basic(void **state)
     redisFree(rc);
     sm_store_delete(a);
     sm_store_delete(b);
+    ev_loop_destroy(loop);
+}
+
+/* ---- fences and leases across redis restarts ---- */
+
+static long long redis_int(const struct redis_server *srv, const char *fmt, const char *arg)
+{
+    redisContext *rc = redis_server_connect(srv);
+    assert_non_null(rc);
+    redisReply *r = cmd(rc, fmt, arg);
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
+                  : r->type == REDIS_REPLY_STRING ? atoll(r->str)
+                                                  : -1000;
+    freeReplyObject(r);
+    redisFree(rc);
+    return v;
+}
+
+static uint64_t counter_value(struct sm_store *st, const char *name)
+{
+    char *m = sm_metrics_render(st);
+    assert_non_null(m);
+    const char *p = strstr(m, name);
+    uint64_t v = 0;
+    while (p) { /* the sample line, not the HELP/TYPE lines */
+        const char *nl = strchr(p, '\n');
+        if ((p == m || p[-1] == '\n') && p[strlen(name)] == ' ') {
+            v = strtoull(p + strlen(name) + 1, NULL, 10);
+            break;
+        }
+        p = nl ? strstr(nl, name) : NULL;
+    }
+    free(m);
+    return v;
+}
+
+static int acquire(struct ev_loop *loop, struct sm_store *st, const char *name, uint64_t ttl,
+                   struct got *g)
+{
+    memset(g, 0, sizeof *g);
+    int rc = sm_lock_acquire(st, name, ttl, on_done, g);
+    if (rc < 0) {
+        snprintf(g->errmsg, sizeof g->errmsg, "%s", sm_errmsg(st));
+        return rc;
+    }
+    return lock_op(loop, NULL, g);
+}
+
+static bool is_down(void *arg)
+{
+    return !is_connected(arg);
+}
+
+/* Kill the server, let every store notice, restart it, let them reconnect. */
+static void bounce(struct ev_loop *loop, struct redis_server *srv, struct sm_store *const *sts,
+                   size_t n)
+{
+    redis_server_signal(srv, SIGKILL);
+    for (size_t i = 0; i < n; i++) assert_true(run_until(loop, is_down, sts[i], 5000));
+    assert_int_equal(redis_server_restart(srv), 0);
+    for (size_t i = 0; i < n; i++) wait_connected(loop, sts[i]);
+}
+
+struct waitkey {
+    const struct redis_server *srv;
+    const char *key;
+};
+
+static bool wait_key_set(void *arg)
+{
+    struct waitkey *w = arg;
+    return redis_int(w->srv, "PTTL %s", w->key) > 0;
+}
+
+/* Without persistence: the restarted server is empty. The fence still goes
+ * up (clock floor), and no grant happens while the old 1.5 s lease could
+ * still run: the old holder's reconnect alone announces the restart. */
+static void test_lock_restart_empty(void **state)
+{
+    (void)state;
+    struct redis_server srv = {0};
+    assert_int_equal(redis_server_start(&srv), 0);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct sm_store *a = open_store_on(loop, srv.addr, "a", "re:", NULL);
+    wait_connected(loop, a);
+    struct got ga, gb;
+    assert_int_equal(acquire(loop, a, "job", 1500, &ga), 0);
+    double granted = ev_time();
+    uint64_t f1 = ga.fence;
+    bounce(loop, &srv, &a, 1);
+    assert_int_equal(redis_int(&srv, "EXISTS %s", "re:fence:job"), 0); /* data gone */
+    /* a's reconnect check set the recovery wait before anyone asked */
+    struct waitkey wk = {&srv, "re:lockmeta:wait"};
+    assert_true(run_until(loop, wait_key_set, &wk, 5000));
+    long long left = redis_int(&srv, "PTTL %s", "re:lockmeta:wait");
+    assert_true(left > 0 && left <= 1500);
+    /* a fresh client that never saw the old epoch is held off too */
+    struct sm_store *b = open_store_on(loop, srv.addr, "b", "re:", NULL);
+    wait_connected(loop, b);
+    int rc = acquire(loop, b, "job", 1000, &gb);
+    if (ev_time() - granted < 1.4) {
+        assert_int_equal(rc, SM_EUNAVAILABLE);
+        assert_non_null(strstr(gb.errmsg, "restarted or lost its data"));
+        assert_int_equal(counter_value(b, "statemesh_redis_lock_recovery_refusals_total"), 1);
+    }
+    /* once the old lease is over: granted, with a larger fence */
+    do {
+        run_for(loop, 100);
+        rc = acquire(loop, b, "job", 1000, &gb);
+    } while (rc == SM_EUNAVAILABLE && ev_time() - granted < 10);
+    assert_int_equal(rc, 0);
+    assert_true(ev_time() - granted >= 1.5 - 0.05); /* redis's clock vs ours: same host */
+    assert_true(gb.fence > f1);
+    assert_int_equal(counter_value(a, "statemesh_redis_lock_epochs_total"), 1);
+    sm_store_delete(b);
+    sm_store_delete(a);
+    ev_loop_destroy(loop);
+    redis_server_stop(&srv);
+}
+
+/* redis.lock_recovery=off: grants resume at once after a restart (the lease
+ * overlap the checker measures), but fences still never go back. */
+static void test_lock_restart_no_wait(void **state)
+{
+    (void)state;
+    struct redis_server srv = {0};
+    assert_int_equal(redis_server_start(&srv), 0);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    const char *off[] = {"redis.lock_recovery", "off", NULL};
+    struct sm_store *a = open_store_on(loop, srv.addr, "a", "rn:", off);
+    wait_connected(loop, a);
+    struct got g;
+    uint64_t last = 0;
+    for (int round = 0; round < 3; round++) {
+        int rc = acquire(loop, a, "job", 30000, &g);
+        if (rc) fail_msg("round %d: %s", round, g.errmsg);
+        assert_true(g.fence > last);
+        last = g.fence;
+        bounce(loop, &srv, &a, 1);
+    }
+    assert_int_equal(acquire(loop, a, "job", 30000, &g), 0);
+    assert_true(g.fence > last);
+    sm_store_delete(a);
+    ev_loop_destroy(loop);
+    redis_server_stop(&srv);
+}
+
+/* With persistence (AOF, fsync always): the data survives a SIGKILL, the
+ * lock is still held after the restart, and a fence counter rolled back (as
+ * an older RDB or AOF would bring it) cannot make fences go back. */
+static void test_lock_restart_persistent(void **state)
+{
+    (void)state;
+    struct redis_server srv = {.extra = {"--appendonly", "yes", "--appendfsync", "always", NULL}};
+    assert_int_equal(redis_server_start(&srv), 0);
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct sm_store *a = open_store_on(loop, srv.addr, "a", "rp:", NULL);
+    struct sm_store *b = open_store_on(loop, srv.addr, "b", "rp:", NULL);
+    wait_connected(loop, a);
+    wait_connected(loop, b);
+    struct got ga, gb, g;
+    assert_int_equal(acquire(loop, a, "job", 1200, &ga), 0);
+    double granted = ev_time();
+    struct sm_store *both[2] = {a, b};
+    bounce(loop, &srv, both, 2);
+    assert_int_equal(redis_int(&srv, "GET %s", "rp:fence:job"), (long long)ga.fence);
+    /* the holder keeps its lock across the restart */
+    memset(&g, 0, sizeof g);
+    assert_int_equal(sm_lock_renew(a, "job", ga.token, 600, on_done, &g), 0);
+    if (ev_time() - granted < 1.1) {
+        assert_int_equal(lock_op(loop, NULL, &g), 0);
+        assert_int_equal(g.fence, ga.fence);
+        /* others wait out the leases from before the restart */
+        assert_int_equal(acquire(loop, b, "job", 1000, &gb), SM_EUNAVAILABLE);
+    } else {
+        assert_true(run_until(loop, got_done, &g, 5000));
+    }
+    /* roll the counter back, as a stale snapshot would */
+    redisContext *rc = redis_server_connect(&srv);
+    freeReplyObject(cmd(rc, "SET rp:fence:job 3"));
+    redisFree(rc);
+    int st;
+    do {
+        run_for(loop, 100);
+        st = acquire(loop, b, "job", 1000, &gb);
+    } while ((st == SM_EUNAVAILABLE || st == SM_ELOCKED) && ev_time() - granted < 10);
+    assert_int_equal(st, 0);
+    assert_true(gb.fence > ga.fence);
+    sm_store_delete(a);
+    sm_store_delete(b);
+    ev_loop_destroy(loop);
+    redis_server_stop(&srv);
+}
+
+static void test_lock_recovery_option(void **state)
+{
+    (void)state;
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct sm_config *cfg = sm_config_new();
+    assert_int_equal(sm_config_set(cfg, "storage", "redis"), 0);
+    assert_int_equal(sm_config_set(cfg, "redis.addr", g_srv.addr), 0);
+    assert_int_equal(sm_config_set(cfg, "redis.lock_recovery", "sometimes"), 0);
+    struct sm_store *st = NULL;
+    char err[256];
+    assert_int_equal(sm_store_new(loop, cfg, &st, err, sizeof err), SM_ECONFIG);
+    assert_non_null(strstr(err, "redis.lock_recovery"));
+    sm_config_delete(cfg);
     ev_loop_destroy(loop);
 }
 
@@ -1177,6 +1389,10 @@ int main(void)
         cmocka_unit_test(test_locks_basic),
         cmocka_unit_test(test_locks_contention),
         cmocka_unit_test(test_kill_restart),
+        cmocka_unit_test(test_lock_restart_empty),
+        cmocka_unit_test(test_lock_restart_no_wait),
+        cmocka_unit_test(test_lock_restart_persistent),
+        cmocka_unit_test(test_lock_recovery_option),
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_stale_loop_time),
         cmocka_unit_test(test_no_server),
