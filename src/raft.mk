@@ -19,3 +19,13 @@ check_PROGRAMS += tests/unit/test_raft_fsm
 TESTS += tests/unit/test_raft_fsm
 tests_unit_test_raft_fsm_SOURCES = tests/unit/test_raft_fsm.c
 tests_unit_test_raft_fsm_LDADD = $(SM_PROG_LIBS) $(CMOCKA_LIBS)
+
+# Lock safety under real faults (raft leader kills, netns partitions, redis
+# restarts) with a history checker; bench/locks runs the same schedule.
+TESTS += tests/integration/test_lockcheck.sh
+dist_noinst_SCRIPTS += tests/integration/test_lockcheck.sh
+EXTRA_DIST += tests/integration/lockcheck/lockcheck.py
+
+BENCHES += bench/locks
+bench_locks_SOURCES = bench/locks.c
+bench_locks_CPPFLAGS = $(AM_CPPFLAGS) -DSM_SRCDIR='"$(abs_top_srcdir)"'
