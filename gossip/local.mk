@@ -1,6 +1,9 @@
 # gossip/ build fragment: wire codec and the sans-IO node (protocol engineer); udp.c is the lead's
-libsmcore_la_SOURCES += gossip/node.c gossip/wire.c
-noinst_HEADERS += gossip/node.h gossip/wire.h
+# the node: one concept per file, sharing gossip/node_int.h (see docs/protocol.md, "Source layout")
+libsmcore_la_SOURCES += gossip/node.c gossip/members.c gossip/rumors.c gossip/send.c \
+	gossip/broadcast.c gossip/records.c gossip/antientropy.c gossip/probe.c gossip/join.c \
+	gossip/wire.c
+noinst_HEADERS += gossip/node.h gossip/node_int.h gossip/wire.h
 
 # tests (protocol engineer)
 noinst_HEADERS += tests/unit/gossip_loop.h

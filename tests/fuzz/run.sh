@@ -13,7 +13,7 @@ BUILD=${BUILD:-$PWD}
 mkdir -p "$OUT/corpus"
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -I"$BUILD" -I"$SRC" -I"$SRC/src" -DSM_BUILDING \
-    "$SRC/tests/fuzz/fuzz_recv.c" "$SRC/gossip/wire.c" "$SRC/gossip/node.c" \
+    "$SRC/tests/fuzz/fuzz_recv.c" $(ls "$SRC"/gossip/*.c | grep -v /udp.c) \
     "$SRC/crdt/record.c" "$SRC/crdt/replica.c" $(ls "$SRC"/crypto/*.c) "$SRC/src/error.c" \
     -lsodium -lmsgpackc -lxxhash -lm -o "$OUT/fuzz_recv"
 cp -n "$SRC"/tests/data/gossip-corpus/* "$OUT/corpus/" 2>/dev/null || true
