@@ -374,6 +374,84 @@ static void rop_fail(struct rop *o, int status, const char *msg)
 
 /* Decode a reply and complete the operation. Returns false when the reply
  * says "not the leader": the caller then retries. */
+/* The lock name of a lock command: its second element (NULL if unreadable).
+ * The result lives in a static buffer, valid until the next call. */
+static const char *cmd_lock_name(const struct rop *o)
+{
+    static char namebuf[65536 + 1];
+    const char *lname = NULL, *np;
+    size_t nl, coff = 0;
+    msgpack_unpacked cu;
+    msgpack_unpacked_init(&cu);
+    if (msgpack_unpack_next(&cu, (const char *)o->cmd, o->cmdlen, &coff) ==
+            MSGPACK_UNPACK_SUCCESS &&
+        o_str(&cu.data.via.array.ptr[1], &np, &nl) && nl < sizeof namebuf) {
+        memcpy(namebuf, np, nl);
+        namebuf[nl] = '\0';
+        lname = namebuf;
+    }
+    msgpack_unpacked_destroy(&cu);
+    return lname;
+}
+
+/* The entries of a reply, [[status, key, value|nil, version, time, expires,
+ * origin]...], into one calloc'ed array and one block for the strings (values
+ * point into the reply itself). 0, SM_ENOMEM or SM_EPROTO. */
+static int reply_entries(const msgpack_object_array *ea, struct sm_entry **out, char **outmem)
+{
+    size_t need = 0;
+    for (uint32_t i = 0; i < ea->size; i++) {
+        const msgpack_object *x = &ea->ptr[i];
+        const char *p;
+        size_t n;
+        if (x->type != MSGPACK_OBJECT_ARRAY || x->via.array.size != 7) return SM_EPROTO;
+        for (int j = 1; j < 7; j += 5)
+            if (o_str(&x->via.array.ptr[j], &p, &n)) need += n + 1;
+    }
+    struct sm_entry *ents = calloc(ea->size, sizeof *ents);
+    char *mem = malloc(need + 1);
+    if (!ents || !mem) {
+        free(ents);
+        free(mem);
+        return SM_ENOMEM;
+    }
+    char *w = mem;
+    for (uint32_t i = 0; i < ea->size; i++) {
+        const msgpack_object *x = ea->ptr[i].via.array.ptr;
+        struct sm_entry *e = &ents[i];
+        int64_t st, ex;
+        uint64_t ver, t;
+        const char *p;
+        size_t n;
+        if (!o_i64(&x[0], &st) || !o_u64(&x[3], &ver) || !o_u64(&x[4], &t) ||
+            !o_i64(&x[5], &ex) || !o_str(&x[1], &p, &n)) {
+            free(ents);
+            free(mem);
+            return SM_EPROTO;
+        }
+        memcpy(w, p, n);
+        w[n] = '\0';
+        e->key = w;
+        w += n + 1;
+        if (!o_str(&x[6], &p, &n)) n = 0, p = "";
+        memcpy(w, p, n);
+        w[n] = '\0';
+        e->origin = w;
+        w += n + 1;
+        e->status = (int)st;
+        if (x[2].type == MSGPACK_OBJECT_BIN) {
+            e->value = x[2].via.bin.ptr;
+            e->value_len = x[2].via.bin.size;
+        }
+        e->version = ver;
+        e->time_ms = t;
+        e->expires_ms = ex;
+    }
+    *out = ents;
+    *outmem = mem;
+    return 0;
+}
+
 static bool rop_reply(struct rop *o, const uint8_t *buf, size_t len)
 {
     msgpack_unpacked u;
@@ -401,23 +479,8 @@ static bool rop_reply(struct rop *o, const uint8_t *buf, size_t len)
     snprintf(emsg, sizeof emsg, "%.*s", (int)ml, msg);
     struct sm_result r = {.version = version, .errmsg = status < 0 ? emsg : NULL};
     struct sm_lock lk;
-    const char *lname = NULL;
     if (o->op == SMR_OP_LOCK || o->op == SMR_OP_RENEW || o->op == SMR_OP_UNLOCK) {
-        /* The lock name is the command's second element. */
-        msgpack_unpacked cu;
-        msgpack_unpacked_init(&cu);
-        size_t coff = 0;
-        static char namebuf[65536 + 1];
-        const char *np;
-        size_t nl;
-        if (msgpack_unpack_next(&cu, (const char *)o->cmd, o->cmdlen, &coff) ==
-                MSGPACK_UNPACK_SUCCESS &&
-            o_str(&cu.data.via.array.ptr[1], &np, &nl) && nl < sizeof namebuf) {
-            memcpy(namebuf, np, nl);
-            namebuf[nl] = '\0';
-            lname = namebuf;
-        }
-        msgpack_unpacked_destroy(&cu);
+        const char *lname = cmd_lock_name(o);
         lk = (struct sm_lock){
             .name = lname ? lname : "", .token = token, .fence = fence, .expires_ms = exp};
         r.lock = &lk;
@@ -426,56 +489,13 @@ static bool rop_reply(struct rop *o, const uint8_t *buf, size_t len)
     char *mem = NULL;
     const msgpack_object_array *ea = &a[6].via.array;
     if (ea->size) {
-        size_t need = 0;
-        for (uint32_t i = 0; i < ea->size; i++) {
-            const msgpack_object *x = &ea->ptr[i];
-            const char *p;
-            size_t n;
-            if (x->type != MSGPACK_OBJECT_ARRAY || x->via.array.size != 7) goto bad;
-            for (int j = 1; j < 7; j += 5)
-                if (o_str(&x->via.array.ptr[j], &p, &n)) need += n + 1;
-        }
-        ents = calloc(ea->size, sizeof *ents);
-        mem = malloc(need + 1);
-        if (!ents || !mem) {
-            free(ents);
-            free(mem);
+        int rc = reply_entries(ea, &ents, &mem);
+        if (rc == SM_ENOMEM) {
             msgpack_unpacked_destroy(&u);
             rop_fail(o, SM_ENOMEM, "out of memory");
             return true;
         }
-        char *w = mem;
-        for (uint32_t i = 0; i < ea->size; i++) {
-            const msgpack_object *x = ea->ptr[i].via.array.ptr;
-            struct sm_entry *e = &ents[i];
-            int64_t st, ex;
-            uint64_t ver, t;
-            const char *p;
-            size_t n;
-            if (!o_i64(&x[0], &st) || !o_u64(&x[3], &ver) || !o_u64(&x[4], &t) ||
-                !o_i64(&x[5], &ex) || !o_str(&x[1], &p, &n)) {
-                free(ents);
-                free(mem);
-                goto bad;
-            }
-            memcpy(w, p, n);
-            w[n] = '\0';
-            e->key = w;
-            w += n + 1;
-            if (!o_str(&x[6], &p, &n)) n = 0, p = "";
-            memcpy(w, p, n);
-            w[n] = '\0';
-            e->origin = w;
-            w += n + 1;
-            e->status = (int)st;
-            if (x[2].type == MSGPACK_OBJECT_BIN) {
-                e->value = x[2].via.bin.ptr;
-                e->value_len = x[2].via.bin.size;
-            }
-            e->version = ver;
-            e->time_ms = t;
-            e->expires_ms = ex;
-        }
+        if (rc < 0) goto bad;
         r.entries = ents;
         r.n_entries = ea->size;
     }
@@ -765,8 +785,10 @@ static int entry_buf(void *entry, size_t elen, struct raft_buffer *buf)
 }
 
 /* Execute command @p cmd on this node (the leader). Takes ownership of cmd. */
-static void leader_exec(struct rb *rb, uint8_t *cmd, size_t cmdlen, struct rop *owner,
-                        uint64_t conn_id, uint64_t reqid)
+/* A leader request for @p cmd (taken over), linked in; NULL when out of
+ * memory (the owner, if any, is failed). */
+static struct lreq *lreq_new(struct rb *rb, uint8_t *cmd, size_t cmdlen, struct rop *owner,
+                             uint64_t conn_id, uint64_t reqid)
 {
     struct lreq *l = calloc(1, sizeof *l);
     if (!l) {
@@ -777,7 +799,7 @@ static void leader_exec(struct rb *rb, uint8_t *cmd, size_t cmdlen, struct rop *
             snprintf(owner->errmsg, sizeof owner->errmsg, "out of memory");
             schedule(rb);
         }
-        return;
+        return NULL;
     }
     l->rb = rb;
     l->rop = owner;
@@ -789,19 +811,26 @@ static void leader_exec(struct rb *rb, uint8_t *cmd, size_t cmdlen, struct rop *
     l->next = rb->lreqs;
     if (rb->lreqs) rb->lreqs->prev = l;
     rb->lreqs = l;
-    /* Peek at the operation and its arguments. */
+    return l;
+}
+
+/* Peek at the operation and its arguments (the address of an ADD into
+ * @p abuf). 0, or -1 with the request answered. */
+static int lreq_parse(struct lreq *l, uint64_t *opp, char *abuf, size_t abuflen)
+{
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     size_t off = 0;
     uint64_t op = 0;
     const char *addr = NULL;
     size_t alen = 0;
-    if (msgpack_unpack_next(&u, (const char *)cmd, cmdlen, &off) != MSGPACK_UNPACK_SUCCESS ||
+    if (msgpack_unpack_next(&u, (const char *)l->cmd, l->cmdlen, &off) !=
+            MSGPACK_UNPACK_SUCCESS ||
         u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size < 1 ||
         !o_u64(&u.data.via.array.ptr[0], &op)) {
         msgpack_unpacked_destroy(&u);
         lreq_status(l, SM_EPROTO, NULL, "malformed command");
-        return;
+        return -1;
     }
     l->op = (int)op;
     if (op >= SMR_OP_ADD && op <= SMR_OP_TRANSFER) {
@@ -810,13 +839,45 @@ static void leader_exec(struct rb *rb, uint8_t *cmd, size_t cmdlen, struct rop *
              (u.data.via.array.size != 3 || !o_str(&u.data.via.array.ptr[2], &addr, &alen)))) {
             msgpack_unpacked_destroy(&u);
             lreq_status(l, SM_EPROTO, NULL, "malformed command");
-            return;
+            return -1;
         }
     }
-    char abuf[256] = "";
-    if (addr) snprintf(abuf, sizeof abuf, "%.*s", (int)alen, addr);
+    abuf[0] = '\0';
+    if (addr) snprintf(abuf, abuflen, "%.*s", (int)alen, addr);
     msgpack_unpacked_destroy(&u);
+    *opp = op;
+    return 0;
+}
 
+/* A write: stamp it with our clock (FSM time comes from these stamps only)
+ * and propose it. A raft_apply return code, or -1 with the request answered. */
+static int leader_apply(struct rb *rb, struct lreq *l)
+{
+    void *entry;
+    size_t elen;
+    if (smr_entry_build(sm_wall_ms(), sm_store_node_id(rb->st), l->cmd, l->cmdlen, &entry,
+                        &elen) < 0) {
+        lreq_status(l, SM_ENOMEM, NULL, "out of memory");
+        return -1;
+    }
+    struct raft_buffer buf;
+    if (entry_buf(entry, elen, &buf) < 0) {
+        lreq_status(l, SM_ENOMEM, NULL, "out of memory");
+        return -1;
+    }
+    l->u.apply.data = l;
+    int rv = raft_apply(&rb->raft, &l->u.apply, &buf, 1, apply_cb);
+    if (rv != 0) raft_free(buf.base);
+    return rv;
+}
+
+static void leader_exec(struct rb *rb, uint8_t *cmd, size_t cmdlen, struct rop *owner,
+                        uint64_t conn_id, uint64_t reqid)
+{
+    struct lreq *l = lreq_new(rb, cmd, cmdlen, owner, conn_id, reqid);
+    char abuf[256];
+    uint64_t op;
+    if (!l || lreq_parse(l, &op, abuf, sizeof abuf) < 0) return;
     int rv = 0;
     switch (op) {
     case SMR_OP_GET:
@@ -841,24 +902,9 @@ static void leader_exec(struct rb *rb, uint8_t *cmd, size_t cmdlen, struct rop *
         l->u.transfer.data = l;
         rv = raft_transfer(&rb->raft, &l->u.transfer, l->arg_id, transfer_cb);
         break;
-    default: {
-        void *entry;
-        size_t elen;
-        if (smr_entry_build(sm_wall_ms(), sm_store_node_id(rb->st), cmd, cmdlen, &entry, &elen) <
-            0) {
-            lreq_status(l, SM_ENOMEM, NULL, "out of memory");
-            return;
-        }
-        struct raft_buffer buf;
-        if (entry_buf(entry, elen, &buf) < 0) {
-            lreq_status(l, SM_ENOMEM, NULL, "out of memory");
-            return;
-        }
-        l->u.apply.data = l;
-        rv = raft_apply(&rb->raft, &l->u.apply, &buf, 1, apply_cb);
-        if (rv != 0) raft_free(buf.base);
+    default:
+        if ((rv = leader_apply(rb, l)) < 0) return;
         break;
-    }
     }
     if (rv != 0) {
         const char *msg;
@@ -1649,6 +1695,258 @@ static double g_applied(void *arg)
     return (double)raft_last_applied(&((struct rb *)arg)->raft);
 }
 
+/* Options that rb_open needs beyond what it stores in rb. */
+struct raft_opts {
+    const char *bind, *peers;
+    uint64_t et, hb, snap, trail;
+    bool join, insecure, found;
+};
+
+/* raft.id, raft.bind, raft.advertise, raft.data_dir. */
+static int parse_id_dirs(struct rb *rb, const struct sm_config *cfg, struct raft_opts *o,
+                         char *err, size_t errlen)
+{
+    const char *ids = sm_cfg_str(cfg, "raft.id", NULL);
+    if (ids) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(ids, &end, 10);
+        if (!*ids || *end || errno || v == 0) {
+            snprintf(err, errlen, "option raft.id: '%s' is not a positive integer", ids);
+            return SM_ECONFIG;
+        }
+        rb->id = v;
+    } else {
+        rb->id = derive_id(sm_store_node_id(rb->st));
+    }
+    o->bind = sm_cfg_str(cfg, "raft.bind", NULL);
+    if (!o->bind) {
+        snprintf(err, errlen, "option raft.bind is required (HOST:PORT for raft traffic)");
+        return SM_ECONFIG;
+    }
+    const char *adv = sm_cfg_str(cfg, "raft.advertise", o->bind);
+    snprintf(rb->address, sizeof rb->address, "%s", adv);
+    const char *dd = sm_cfg_str(cfg, "raft.data_dir", NULL);
+    const char *shared = sm_cfg_str(cfg, "data_dir", NULL);
+    if (dd)
+        snprintf(rb->data_dir, sizeof rb->data_dir, "%s", dd);
+    else if (shared)
+        snprintf(rb->data_dir, sizeof rb->data_dir, "%s/raft", shared);
+    else {
+        snprintf(err, errlen, "option raft.data_dir (or data_dir) is required");
+        return SM_ECONFIG;
+    }
+    return 0;
+}
+
+/* Timeouts, snapshot sizes, read mode. */
+static int parse_timing(struct rb *rb, const struct sm_config *cfg, struct raft_opts *o,
+                        char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = sm_cfg_ms(cfg, "raft.election_timeout", 1000, &o->et, err, errlen)) < 0 ||
+        (rc = sm_cfg_ms(cfg, "raft.heartbeat", 100, &o->hb, err, errlen)) < 0 ||
+        (rc = sm_cfg_ms(cfg, "raft.heartbeat_timeout", o->hb, &o->hb, err, errlen)) < 0 ||
+        (rc = sm_cfg_u64(cfg, "raft.snapshot_threshold", 1024, &o->snap, err, errlen)) < 0 ||
+        (rc = sm_cfg_u64(cfg, "raft.snapshot_trailing", 128, &o->trail, err, errlen)) < 0 ||
+        (rc = sm_cfg_ms(cfg, "raft.timeout", 5000, &rb->timeout_ms, err, errlen)) < 0 ||
+        (rc = parse_bool(cfg, "raft.linearizable", true, &rb->linearizable, err, errlen)) < 0)
+        return rc;
+    if (o->et < 10 || o->et > 600000 || o->hb == 0 || o->hb >= o->et) {
+        snprintf(err, errlen,
+                 "options raft.election_timeout/raft.heartbeat: need 0 < heartbeat < "
+                 "election_timeout (got %llu/%llu ms)",
+                 (unsigned long long)o->et, (unsigned long long)o->hb);
+        return SM_ECONFIG;
+    }
+    if (o->snap == 0 || o->snap > UINT_MAX || o->trail > UINT_MAX) {
+        snprintf(err, errlen, "option raft.snapshot_threshold must be 1..%u", UINT_MAX);
+        return SM_ECONFIG;
+    }
+    return 0;
+}
+
+/* raft.join, raft.insecure, raft.peers (into @p conf). */
+static int parse_membership(struct rb *rb, const struct sm_config *cfg, struct raft_opts *o,
+                            struct raft_configuration *conf, char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = parse_bool(cfg, "raft.join", false, &o->join, err, errlen)) < 0 ||
+        (rc = parse_bool(cfg, "raft.insecure", false, &o->insecure, err, errlen)) < 0)
+        return rc;
+    o->peers = sm_cfg_str(cfg, "raft.peers", NULL);
+    o->found = false;
+    if (o->peers && (rc = parse_peers(o->peers, conf, rb->id, &o->found, err, errlen)) < 0)
+        return rc;
+    if (!o->peers && !o->join) {
+        snprintf(err, errlen,
+                 "option raft.peers is required (ID=HOST:PORT,...), or raft.join=true for a "
+                 "node that an existing cluster will add");
+        return SM_ECONFIG;
+    }
+    if (o->peers && !o->found && !o->join) {
+        snprintf(err, errlen,
+                 "raft id %llu (node '%s') is not in raft.peers '%s'; set raft.id to one of "
+                 "them, or raft.join=true to start a node that the cluster adds later",
+                 (unsigned long long)rb->id, sm_store_node_id(rb->st), o->peers);
+        return SM_ECONFIG;
+    }
+    return 0;
+}
+
+/* The CA key and this node's certified identity (the mesh identity by
+ * default: one certificate per node). Nothing to load when insecure. */
+static int load_identity(const struct sm_config *cfg, bool insecure, uint8_t *ca_pk,
+                         struct smc_identity *ident, char *err, size_t errlen)
+{
+    const char *ca = sm_cfg_str(cfg, "raft.ca", sm_cfg_str(cfg, "mesh.ca", NULL)),
+               *cert = sm_cfg_str(cfg, "raft.cert", sm_cfg_str(cfg, "mesh.cert", NULL)),
+               *key = sm_cfg_str(cfg, "raft.key", sm_cfg_str(cfg, "mesh.key", NULL));
+    if (insecure) return 0;
+    if (!ca || !cert || !key) {
+        snprintf(err, errlen,
+                 "raft traffic is authenticated: set raft.ca (CA dir or ca.pub), raft.cert "
+                 "and raft.key (or mesh.ca/mesh.cert/mesh.key; from `statemesh cert "
+                 "issue`), or raft.insecure=true for tests");
+        return SM_ECONFIG;
+    }
+    int rc;
+    if ((rc = smc_ca_load_pub(ca, ca_pk, err, errlen)) < 0 ||
+        (rc = smc_identity_load(ident, cert, key, err, errlen)) < 0)
+        return rc;
+    enum smc_reason why;
+    if (smc_cert_verify(&ident->cert, ca_pk, (int64_t)sm_wall_ms(), NULL, &why) < 0) {
+        snprintf(err, errlen, "raft.cert %s: %s", cert, smc_reason_str(why));
+        return SM_EAUTH;
+    }
+    return 0;
+}
+
+/* The data dir (0700), and a backup loaded into it when raft.restore asks. */
+static int prepare_data(struct rb *rb, const struct sm_config *cfg, bool *fresh, char *err,
+                        size_t errlen)
+{
+    int rc;
+    if ((rc = prepare_dir(rb->data_dir, err, errlen)) < 0) return rc;
+    const char *restore = sm_cfg_str(cfg, "raft.restore", NULL);
+    *fresh = dir_empty(rb->data_dir);
+    if (!restore) return 0;
+    if (!*fresh) {
+        snprintf(err, errlen, "raft.restore needs an empty raft.data_dir (%s holds raft state)",
+                 rb->data_dir);
+        return SM_ECONFIG;
+    }
+    return load_restore(rb, restore, err, errlen);
+}
+
+/* libuv loop, our transport, libraft's disk I/O. */
+static int init_io(struct rb *rb, const struct raft_opts *o, const uint8_t *ca_pk,
+                   const struct smc_identity *ident, char *err, size_t errlen)
+{
+    if (uv_loop_init(&rb->uv) != 0) return SM_ENOMEM;
+    rb->uv_inited = true;
+    struct smt_config tc = {.bind = o->bind,
+                            .insecure = o->insecure,
+                            .ca_pk = ca_pk,
+                            .self = ident,
+                            .hooks = {.arg = rb,
+                                      .fwd_open = hook_fwd_open,
+                                      .fwd_msg = hook_fwd_msg,
+                                      .fwd_close = hook_fwd_close,
+                                      .log = hook_log}};
+    int rc;
+    if ((rc = smt_init(&rb->tr, &rb->uv, &tc, err, errlen)) < 0) return rc;
+    rb->tr_inited = true;
+    int rv = raft_uv_init(&rb->io, &rb->uv, rb->data_dir, &rb->tr);
+    if (rv != 0) {
+        snprintf(err, errlen, "raft.data_dir %s: %s", rb->data_dir, raft_strerror(rv));
+        return SM_EIO;
+    }
+    rb->io_inited = true;
+    return 0;
+}
+
+/* libraft itself: init, tuning, bootstrap on a fresh dir, start. */
+static int start_raft(struct rb *rb, const struct raft_opts *o,
+                      const struct raft_configuration *conf, bool fresh, char *err,
+                      size_t errlen)
+{
+    rb->rfsm.version = 2;
+    rb->rfsm.data = rb;
+    rb->rfsm.apply = fsm_apply;
+    rb->rfsm.snapshot = fsm_snapshot;
+    rb->rfsm.restore = fsm_restore;
+    int rv = raft_init(&rb->raft, &rb->io, &rb->rfsm, rb->id, rb->address);
+    if (rv != 0) {
+        snprintf(err, errlen,
+                 "raft.data_dir %s: cannot start from it (%s); it is damaged or from another "
+                 "cluster: restore it from a backup or move it away",
+                 rb->data_dir, raft_errmsg(&rb->raft));
+        return SM_EIO;
+    }
+    rb->raft_inited = true;
+    rb->raft.data = rb;
+    raft_set_election_timeout(&rb->raft, (unsigned)o->et);
+    raft_set_heartbeat_timeout(&rb->raft, (unsigned)o->hb);
+    raft_set_snapshot_threshold(&rb->raft, (unsigned)o->snap);
+    raft_set_snapshot_trailing(&rb->raft, (unsigned)o->trail);
+    raft_set_pre_vote(&rb->raft, true);
+    raft_uv_set_connect_retry_delay(&rb->io, (unsigned)(o->et / 4 ? o->et / 4 : 1));
+    if (o->peers && o->found && fresh) {
+        rv = raft_bootstrap(&rb->raft, conf);
+        if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+            snprintf(err, errlen, "raft.data_dir %s: cannot bootstrap: %s", rb->data_dir,
+                     raft_errmsg(&rb->raft)[0] ? raft_errmsg(&rb->raft) : raft_strerror(rv));
+            return SM_EIO;
+        }
+    }
+    rv = raft_start(&rb->raft);
+    if (rv != 0) {
+        snprintf(err, errlen,
+                 "raft.data_dir %s: cannot start from it (%s: %s); it is damaged or from "
+                 "another cluster: restore it from a backup or move it away",
+                 rb->data_dir, raft_strerror(rv), raft_errmsg(&rb->raft));
+        return SM_EIO;
+    }
+    rb->started = true;
+    return 0;
+}
+
+/* libuv driven from libev (see "Event loop" in docs/raft.md), and our timers. */
+static void watch_loop(struct rb *rb)
+{
+    ev_io_init(&rb->uvio, uvio_cb, uv_backend_fd(&rb->uv), EV_READ);
+    rb->uvio.data = rb;
+    ev_io_start(rb->ev, &rb->uvio);
+    ev_init(&rb->uvtimer, uvtimer_cb);
+    rb->uvtimer.data = rb;
+    ev_prepare_init(&rb->prep, prep_cb);
+    rb->prep.data = rb;
+    ev_prepare_start(rb->ev, &rb->prep);
+    ev_unref(rb->ev);
+    ev_timer_init(&rb->tick, tick_cb, TICK_S, TICK_S);
+    rb->tick.data = rb;
+    ev_timer_start(rb->ev, &rb->tick);
+    ev_timer_init(&rb->kick, kick_cb, 0., 0.);
+    rb->kick.data = rb;
+}
+
+static void register_metrics(struct rb *rb, struct sm_metrics *m)
+{
+    sm_metrics_gauge_fn(m, "statemesh_raft_state",
+                        "Raft state (0 unavailable, 1 follower, 2 candidate, 3 leader)", "",
+                        g_state, rb);
+    sm_metrics_gauge_fn(m, "statemesh_raft_term", "Current raft term", "", g_term, rb);
+    sm_metrics_gauge_fn(m, "statemesh_raft_applied_index", "Last applied raft index", "", g_applied,
+                        rb);
+    rb->leader_changes = sm_metrics_counter(m, "statemesh_raft_leader_changes_total",
+                                            "Times this node became or stopped being leader", "");
+    rb->applied_total =
+        sm_metrics_counter(m, "statemesh_raft_applied_total", "Raft entries applied", "");
+    rb->fwd_total = sm_metrics_counter(m, "statemesh_raft_forwarded_total",
+                                       "Requests forwarded to this node by followers", "");
+}
+
 static int rb_open(struct sm_store *st, const struct sm_config *cfg, struct sm_backend **out,
                    char *err, size_t errlen)
 {
@@ -1673,221 +1971,22 @@ static int rb_open(struct sm_store *st, const struct sm_config *cfg, struct sm_b
     }
     rb->fsm.emit = emit_cb;
     rb->fsm.emit_arg = rb;
-
-    /* options */
-    const char *ids = sm_cfg_str(cfg, "raft.id", NULL);
-    if (ids) {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(ids, &end, 10);
-        if (!*ids || *end || errno || v == 0) {
-            snprintf(err, errlen, "option raft.id: '%s' is not a positive integer", ids);
-            rc = SM_ECONFIG;
-            goto fail;
-        }
-        rb->id = v;
-    } else {
-        rb->id = derive_id(sm_store_node_id(st));
-    }
-    const char *bind = sm_cfg_str(cfg, "raft.bind", NULL);
-    if (!bind) {
-        snprintf(err, errlen, "option raft.bind is required (HOST:PORT for raft traffic)");
-        rc = SM_ECONFIG;
-        goto fail;
-    }
-    const char *adv = sm_cfg_str(cfg, "raft.advertise", bind);
-    snprintf(rb->address, sizeof rb->address, "%s", adv);
-    const char *dd = sm_cfg_str(cfg, "raft.data_dir", NULL);
-    const char *shared = sm_cfg_str(cfg, "data_dir", NULL);
-    if (dd)
-        snprintf(rb->data_dir, sizeof rb->data_dir, "%s", dd);
-    else if (shared)
-        snprintf(rb->data_dir, sizeof rb->data_dir, "%s/raft", shared);
-    else {
-        snprintf(err, errlen, "option raft.data_dir (or data_dir) is required");
-        rc = SM_ECONFIG;
-        goto fail;
-    }
-    uint64_t et, hb, snap, trail;
-    if ((rc = sm_cfg_ms(cfg, "raft.election_timeout", 1000, &et, err, errlen)) < 0 ||
-        (rc = sm_cfg_ms(cfg, "raft.heartbeat", 100, &hb, err, errlen)) < 0 ||
-        (rc = sm_cfg_ms(cfg, "raft.heartbeat_timeout", hb, &hb, err, errlen)) < 0 ||
-        (rc = sm_cfg_u64(cfg, "raft.snapshot_threshold", 1024, &snap, err, errlen)) < 0 ||
-        (rc = sm_cfg_u64(cfg, "raft.snapshot_trailing", 128, &trail, err, errlen)) < 0 ||
-        (rc = sm_cfg_ms(cfg, "raft.timeout", 5000, &rb->timeout_ms, err, errlen)) < 0 ||
-        (rc = parse_bool(cfg, "raft.linearizable", true, &rb->linearizable, err, errlen)) < 0)
-        goto fail;
-    if (et < 10 || et > 600000 || hb == 0 || hb >= et) {
-        snprintf(err, errlen,
-                 "options raft.election_timeout/raft.heartbeat: need 0 < heartbeat < "
-                 "election_timeout (got %llu/%llu ms)",
-                 (unsigned long long)et, (unsigned long long)hb);
-        rc = SM_ECONFIG;
-        goto fail;
-    }
-    if (snap == 0 || snap > UINT_MAX || trail > UINT_MAX) {
-        snprintf(err, errlen, "option raft.snapshot_threshold must be 1..%u", UINT_MAX);
-        rc = SM_ECONFIG;
-        goto fail;
-    }
-    bool join, insecure;
-    if ((rc = parse_bool(cfg, "raft.join", false, &join, err, errlen)) < 0 ||
-        (rc = parse_bool(cfg, "raft.insecure", false, &insecure, err, errlen)) < 0)
-        goto fail;
-    const char *peers = sm_cfg_str(cfg, "raft.peers", NULL);
-    bool found = false;
-    if (peers && (rc = parse_peers(peers, &conf, rb->id, &found, err, errlen)) < 0) goto fail;
-    if (!peers && !join) {
-        snprintf(err, errlen,
-                 "option raft.peers is required (ID=HOST:PORT,...), or raft.join=true for a "
-                 "node that an existing cluster will add");
-        rc = SM_ECONFIG;
-        goto fail;
-    }
-    if (peers && !found && !join) {
-        snprintf(err, errlen,
-                 "raft id %llu (node '%s') is not in raft.peers '%s'; set raft.id to one of "
-                 "them, or raft.join=true to start a node that the cluster adds later",
-                 (unsigned long long)rb->id, sm_store_node_id(st), peers);
-        rc = SM_ECONFIG;
-        goto fail;
-    }
-
-    /* identity */
+    struct raft_opts o;
+    memset(&o, 0, sizeof o);
     uint8_t ca_pk[SMC_PK_LEN];
-    /* The node's mesh identity by default: one certificate per node. */
-    const char *ca = sm_cfg_str(cfg, "raft.ca", sm_cfg_str(cfg, "mesh.ca", NULL)),
-               *cert = sm_cfg_str(cfg, "raft.cert", sm_cfg_str(cfg, "mesh.cert", NULL)),
-               *key = sm_cfg_str(cfg, "raft.key", sm_cfg_str(cfg, "mesh.key", NULL));
-    if (!insecure) {
-        if (!ca || !cert || !key) {
-            snprintf(err, errlen,
-                     "raft traffic is authenticated: set raft.ca (CA dir or ca.pub), raft.cert "
-                     "and raft.key (or mesh.ca/mesh.cert/mesh.key; from `statemesh cert "
-                     "issue`), or raft.insecure=true for tests");
-            rc = SM_ECONFIG;
-            goto fail;
-        }
-        if ((rc = smc_ca_load_pub(ca, ca_pk, err, errlen)) < 0 ||
-            (rc = smc_identity_load(&ident, cert, key, err, errlen)) < 0)
-            goto fail;
-        enum smc_reason why;
-        if (smc_cert_verify(&ident.cert, ca_pk, (int64_t)sm_wall_ms(), NULL, &why) < 0) {
-            snprintf(err, errlen, "raft.cert %s: %s", cert, smc_reason_str(why));
-            rc = SM_EAUTH;
-            goto fail;
-        }
-    }
-
-    if ((rc = prepare_dir(rb->data_dir, err, errlen)) < 0) goto fail;
-    const char *restore = sm_cfg_str(cfg, "raft.restore", NULL);
-    bool fresh = dir_empty(rb->data_dir);
-    if (restore) {
-        if (!fresh) {
-            snprintf(err, errlen, "raft.restore needs an empty raft.data_dir (%s holds raft state)",
-                     rb->data_dir);
-            rc = SM_ECONFIG;
-            goto fail;
-        }
-        if ((rc = load_restore(rb, restore, err, errlen)) < 0) goto fail;
-    }
-
-    /* libuv + libraft */
-    if (uv_loop_init(&rb->uv) != 0) {
-        rc = SM_ENOMEM;
+    bool fresh;
+    if ((rc = parse_id_dirs(rb, cfg, &o, err, errlen)) < 0 ||
+        (rc = parse_timing(rb, cfg, &o, err, errlen)) < 0 ||
+        (rc = parse_membership(rb, cfg, &o, &conf, err, errlen)) < 0 ||
+        (rc = load_identity(cfg, o.insecure, ca_pk, &ident, err, errlen)) < 0 ||
+        (rc = prepare_data(rb, cfg, &fresh, err, errlen)) < 0 ||
+        (rc = init_io(rb, &o, ca_pk, &ident, err, errlen)) < 0 ||
+        (rc = start_raft(rb, &o, &conf, fresh, err, errlen)) < 0)
         goto fail;
-    }
-    rb->uv_inited = true;
-    struct smt_config tc = {.bind = bind,
-                            .insecure = insecure,
-                            .ca_pk = ca_pk,
-                            .self = &ident,
-                            .hooks = {.arg = rb,
-                                      .fwd_open = hook_fwd_open,
-                                      .fwd_msg = hook_fwd_msg,
-                                      .fwd_close = hook_fwd_close,
-                                      .log = hook_log}};
-    if ((rc = smt_init(&rb->tr, &rb->uv, &tc, err, errlen)) < 0) goto fail;
-    rb->tr_inited = true;
-    int rv = raft_uv_init(&rb->io, &rb->uv, rb->data_dir, &rb->tr);
-    if (rv != 0) {
-        snprintf(err, errlen, "raft.data_dir %s: %s", rb->data_dir, raft_strerror(rv));
-        rc = SM_EIO;
-        goto fail;
-    }
-    rb->io_inited = true;
-    rb->rfsm.version = 2;
-    rb->rfsm.data = rb;
-    rb->rfsm.apply = fsm_apply;
-    rb->rfsm.snapshot = fsm_snapshot;
-    rb->rfsm.restore = fsm_restore;
-    rv = raft_init(&rb->raft, &rb->io, &rb->rfsm, rb->id, rb->address);
-    if (rv != 0) {
-        snprintf(err, errlen,
-                 "raft.data_dir %s: cannot start from it (%s); it is damaged or from another "
-                 "cluster: restore it from a backup or move it away",
-                 rb->data_dir, raft_errmsg(&rb->raft));
-        rc = SM_EIO;
-        goto fail;
-    }
-    rb->raft_inited = true;
-    rb->raft.data = rb;
-    raft_set_election_timeout(&rb->raft, (unsigned)et);
-    raft_set_heartbeat_timeout(&rb->raft, (unsigned)hb);
-    raft_set_snapshot_threshold(&rb->raft, (unsigned)snap);
-    raft_set_snapshot_trailing(&rb->raft, (unsigned)trail);
-    raft_set_pre_vote(&rb->raft, true);
-    raft_uv_set_connect_retry_delay(&rb->io, (unsigned)(et / 4 ? et / 4 : 1));
-    if (peers && found && fresh) {
-        rv = raft_bootstrap(&rb->raft, &conf);
-        if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
-            snprintf(err, errlen, "raft.data_dir %s: cannot bootstrap: %s", rb->data_dir,
-                     raft_errmsg(&rb->raft)[0] ? raft_errmsg(&rb->raft) : raft_strerror(rv));
-            rc = SM_EIO;
-            goto fail;
-        }
-    }
-    rv = raft_start(&rb->raft);
-    if (rv != 0) {
-        snprintf(err, errlen,
-                 "raft.data_dir %s: cannot start from it (%s: %s); it is damaged or from "
-                 "another cluster: restore it from a backup or move it away",
-                 rb->data_dir, raft_strerror(rv), raft_errmsg(&rb->raft));
-        rc = SM_EIO;
-        goto fail;
-    }
-    rb->started = true;
     raft_configuration_close(&conf);
     smc_identity_wipe(&ident);
-
-    ev_io_init(&rb->uvio, uvio_cb, uv_backend_fd(&rb->uv), EV_READ);
-    rb->uvio.data = rb;
-    ev_io_start(rb->ev, &rb->uvio);
-    ev_init(&rb->uvtimer, uvtimer_cb);
-    rb->uvtimer.data = rb;
-    ev_prepare_init(&rb->prep, prep_cb);
-    rb->prep.data = rb;
-    ev_prepare_start(rb->ev, &rb->prep);
-    ev_unref(rb->ev);
-    ev_timer_init(&rb->tick, tick_cb, TICK_S, TICK_S);
-    rb->tick.data = rb;
-    ev_timer_start(rb->ev, &rb->tick);
-    ev_timer_init(&rb->kick, kick_cb, 0., 0.);
-    rb->kick.data = rb;
-
-    struct sm_metrics *m = sm_store_metrics(st);
-    sm_metrics_gauge_fn(m, "statemesh_raft_state",
-                        "Raft state (0 unavailable, 1 follower, 2 candidate, 3 leader)", "",
-                        g_state, rb);
-    sm_metrics_gauge_fn(m, "statemesh_raft_term", "Current raft term", "", g_term, rb);
-    sm_metrics_gauge_fn(m, "statemesh_raft_applied_index", "Last applied raft index", "", g_applied,
-                        rb);
-    rb->leader_changes = sm_metrics_counter(m, "statemesh_raft_leader_changes_total",
-                                            "Times this node became or stopped being leader", "");
-    rb->applied_total =
-        sm_metrics_counter(m, "statemesh_raft_applied_total", "Raft entries applied", "");
-    rb->fwd_total = sm_metrics_counter(m, "statemesh_raft_forwarded_total",
-                                       "Requests forwarded to this node by followers", "");
+    watch_loop(rb);
+    register_metrics(rb, sm_store_metrics(st));
     rb->next_all = all_rbs;
     all_rbs = rb;
     *out = &rb->base;

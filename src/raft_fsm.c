@@ -557,6 +557,72 @@ int smr_fsm_snapshot(const struct smr_fsm *f, void **out, size_t *len)
     return 0;
 }
 
+/* The key entries of a snapshot, [[key, value, version, time, expires,
+ * origin]...], into @p nf (no events). 0, SM_EPROTO or SM_ENOMEM. */
+static int restore_kvs(struct smr_fsm *nf, const msgpack_object_array *arr)
+{
+    for (uint32_t i = 0; i < arr->size; i++) {
+        const msgpack_object *it = &arr->ptr[i];
+        const char *k, *v, *o;
+        size_t kl, vl, ol;
+        uint64_t version, t;
+        int64_t exp;
+        if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 6) return SM_EPROTO;
+        const msgpack_object *x = it->via.array.ptr;
+        if (!obj_str(&x[0], &k, &kl) || !clean_str(k, kl) || !obj_str(&x[1], &v, &vl) ||
+            !obj_u64(&x[2], &version) || !obj_u64(&x[3], &t) || !obj_i64(&x[4], &exp) ||
+            !obj_str(&x[5], &o, &ol))
+            return SM_EPROTO;
+        uint64_t saved = nf->now_ms;
+        smr_emit_fn em = nf->emit;
+        nf->emit = NULL;
+        nf->now_ms = t;
+        if (put_kv(nf, k, kl, v, vl, 0, version, o, ol) < 0) return SM_ENOMEM;
+        nf->emit = em;
+        nf->now_ms = saved;
+        struct smr_kv *e = *kv_slot(nf, k, kl);
+        e->expires_ms = exp;
+        note_expiry(nf, exp);
+    }
+    return 0;
+}
+
+/* The locks of a snapshot, [[name, token, fence, expires, released, owner]...]. */
+static int restore_locks(struct smr_fsm *nf, const msgpack_object_array *arr)
+{
+    for (uint32_t i = 0; i < arr->size; i++) {
+        const msgpack_object *it = &arr->ptr[i];
+        const char *n, *tok, *o;
+        size_t nl, tl, ol;
+        uint64_t fence;
+        int64_t exp;
+        if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 6) return SM_EPROTO;
+        const msgpack_object *x = it->via.array.ptr;
+        if (!obj_str(&x[0], &n, &nl) || !clean_str(n, nl) || !obj_str(&x[1], &tok, &tl) ||
+            tl != SMR_TOKEN_LEN || !obj_u64(&x[2], &fence) || !obj_i64(&x[3], &exp) ||
+            x[4].type != MSGPACK_OBJECT_BOOLEAN || !obj_str(&x[5], &o, &ol))
+            return SM_EPROTO;
+        if (!grow_table((void ***)&nf->locks, &nf->lock_cap, nf->lock_count,
+                        offsetof(struct smr_lock, next)))
+            return SM_ENOMEM;
+        struct smr_lock **p = lock_slot(nf, n, nl);
+        if (*p) return SM_EPROTO; /* duplicate */
+        struct smr_lock *l = calloc(1, sizeof *l);
+        if (!l || !(l->name = dupn(n, nl))) {
+            free(l);
+            return SM_ENOMEM;
+        }
+        memcpy(l->token, tok, SMR_TOKEN_LEN);
+        l->fence = fence;
+        l->expires_ms = exp;
+        l->released = x[4].via.boolean;
+        copy_id(l->owner, o, ol);
+        *p = l;
+        nf->lock_count++;
+    }
+    return 0;
+}
+
 int smr_fsm_restore(struct smr_fsm *f, const void *buf, size_t len)
 {
     msgpack_unpacked u;
@@ -576,65 +642,9 @@ int smr_fsm_restore(struct smr_fsm *f, const void *buf, size_t len)
         a[4].type != MSGPACK_OBJECT_ARRAY || a[5].type != MSGPACK_OBJECT_ARRAY)
         goto out;
     nf.now_ms = now;
-    for (uint32_t i = 0; i < a[4].via.array.size; i++) {
-        const msgpack_object *it = &a[4].via.array.ptr[i];
-        const char *k, *v, *o;
-        size_t kl, vl, ol;
-        uint64_t version, t;
-        int64_t exp;
-        if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 6) goto out;
-        const msgpack_object *x = it->via.array.ptr;
-        if (!obj_str(&x[0], &k, &kl) || !clean_str(k, kl) || !obj_str(&x[1], &v, &vl) ||
-            !obj_u64(&x[2], &version) || !obj_u64(&x[3], &t) || !obj_i64(&x[4], &exp) ||
-            !obj_str(&x[5], &o, &ol))
-            goto out;
-        uint64_t saved = nf.now_ms;
-        smr_emit_fn em = nf.emit;
-        nf.emit = NULL;
-        nf.now_ms = t;
-        if (put_kv(&nf, k, kl, v, vl, 0, version, o, ol) < 0) {
-            rc = SM_ENOMEM;
-            goto out;
-        }
-        nf.emit = em;
-        nf.now_ms = saved;
-        struct smr_kv *e = *kv_slot(&nf, k, kl);
-        e->expires_ms = exp;
-        note_expiry(&nf, exp);
-    }
-    for (uint32_t i = 0; i < a[5].via.array.size; i++) {
-        const msgpack_object *it = &a[5].via.array.ptr[i];
-        const char *n, *tok, *o;
-        size_t nl, tl, ol;
-        uint64_t fence;
-        int64_t exp;
-        if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size != 6) goto out;
-        const msgpack_object *x = it->via.array.ptr;
-        if (!obj_str(&x[0], &n, &nl) || !clean_str(n, nl) || !obj_str(&x[1], &tok, &tl) ||
-            tl != SMR_TOKEN_LEN || !obj_u64(&x[2], &fence) || !obj_i64(&x[3], &exp) ||
-            x[4].type != MSGPACK_OBJECT_BOOLEAN || !obj_str(&x[5], &o, &ol))
-            goto out;
-        if (!grow_table((void ***)&nf.locks, &nf.lock_cap, nf.lock_count,
-                        offsetof(struct smr_lock, next))) {
-            rc = SM_ENOMEM;
-            goto out;
-        }
-        struct smr_lock **p = lock_slot(&nf, n, nl);
-        if (*p) goto out; /* duplicate */
-        struct smr_lock *l = calloc(1, sizeof *l);
-        if (!l || !(l->name = dupn(n, nl))) {
-            free(l);
-            rc = SM_ENOMEM;
-            goto out;
-        }
-        memcpy(l->token, tok, SMR_TOKEN_LEN);
-        l->fence = fence;
-        l->expires_ms = exp;
-        l->released = x[4].via.boolean;
-        copy_id(l->owner, o, ol);
-        *p = l;
-        nf.lock_count++;
-    }
+    if ((rc = restore_kvs(&nf, &a[4].via.array)) < 0 ||
+        (rc = restore_locks(&nf, &a[5].via.array)) < 0)
+        goto out;
     /* Swap the new state in, keeping the caller's hooks. */
     nf.emit = f->emit;
     nf.emit_arg = f->emit_arg;
