@@ -78,7 +78,12 @@ static const char del_lua[] = "local n = redis.call('DEL', KEYS[1]) "
  *   KEYS[1] lock, KEYS[2] fence counter, KEYS[3] epoch hash, KEYS[4] recovery
  *   wait key; ARGV[1] token, ARGV[2] ttl ms (0 for release), ARGV[3] the epoch
  *   this client saw last ('' none), ARGV[4] the latest lease end it saw
- *   (server ms), ARGV[5] '1' to wait out old leases after a loss, '0' not to.
+ *   (server ms), ARGV[5] '1' to wait out old leases after a loss, '0' not to,
+ *   ARGV[6] the run id of the server this connection reached ('' not known
+ *   yet: the script asks INFO, which formats a kilobyte of text per call, so
+ *   the connection's handshake learns it once instead). Where INFO is
+ *   forbidden (some managed services) the id is '?': a restart is then seen
+ *   only when it lost the epoch hash.
  *
  * The epoch is the run id of the redis process that recorded it, with the
  * latest lease end granted under it ('until', server clock). A script that
@@ -101,7 +106,11 @@ static const char del_lua[] = "local n = redis.call('DEL', KEYS[1]) "
     "local function s(n) return string.format('%d', n) end "                                      \
     "local t = redis.call('TIME') "                                                               \
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "                      \
-    "local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?' "              \
+    "local run = ARGV[6] "                                                                        \
+    "if run == '' then "                                                                          \
+    "  local i = redis.pcall('INFO', 'server') "                                                  \
+    "  run = type(i) == 'string' and string.match(i, 'run_id:(%x+)') or '?' "                     \
+    "end "                                                                                        \
     "local ep = redis.call('HMGET', KEYS[3], 'id', 'until') "                                     \
     "local untl = tonumber(ep[2] or '0') "                                                        \
     "local known = tonumber(ARGV[4]) or 0 "                                                       \
@@ -262,6 +271,7 @@ struct rb {
     /* lock epochs (see LOCK_PRELUDE) */
     char epoch_key[MAX_PREFIX + 16], wait_key[MAX_PREFIX + 16];
     char epoch[EPOCH_LEN + 1]; /* run id of the last epoch seen, "" none */
+    char run_id[EPOCH_LEN + 1];  /* of the server the command connection reached, "" */
     uint64_t known_until;      /* latest lease end seen under it (server ms) */
     bool recovery_wait;        /* redis.lock_recovery=wait */
     uint64_t *m_epochs, *m_recovery_refusals;
@@ -640,12 +650,27 @@ static void epoch_check(struct rb *b, redisAsyncContext *ac)
     if (!b->epoch[0]) return;
     char until[24];
     fmt_u64(until, b->known_until);
-    const char *argv[] = {"EVAL",      check_lua, "4",   "-", "-", b->epoch_key,
-                          b->wait_key, "",        "0",   b->epoch, until,
-                          b->recovery_wait ? "1" : "0"};
-    size_t lens[12];
-    for (size_t i = 0; i < 12; i++) lens[i] = strlen(argv[i]);
-    redisAsyncCommandArgv(ac, on_epoch_check, b, 12, argv, lens);
+    const char *argv[] = {"EVAL",      check_lua, "4",      "-",   "-",
+                          b->epoch_key, b->wait_key, "",     "0",   b->epoch,
+                          until,        b->recovery_wait ? "1" : "0", b->run_id};
+    size_t lens[13];
+    for (size_t i = 0; i < 13; i++) lens[i] = strlen(argv[i]);
+    redisAsyncCommandArgv(ac, on_epoch_check, b, 13, argv, lens);
+}
+
+/* INFO server: the run id the lock scripts are then handed (see LOCK_PRELUDE). */
+static void on_hs_info(redisAsyncContext *ac, void *reply, void *priv)
+{
+    struct rb *b = priv;
+    redisReply *r = reply;
+    if (!r || b->cmd.ac != ac || r->type != REDIS_REPLY_STRING) return;
+    const char *p = strstr(r->str, "run_id:");
+    if (!p) return;
+    p += 7;
+    size_t n = strspn(p, "0123456789abcdef");
+    if (n == 0 || n > EPOCH_LEN) return;
+    memcpy(b->run_id, p, n);
+    b->run_id[n] = '\0';
 }
 
 static void on_hs_ping(redisAsyncContext *ac, void *reply, void *priv)
@@ -718,6 +743,8 @@ static void conn_start(struct rconn *c)
             redisAsyncCommandArgv(ac, on_hs_select, c, 2, argv, lens);
         }
         redisAsyncCommand(ac, on_hs_ping, c, "PING");
+        b->run_id[0] = '\0'; /* until INFO answers (operations queue behind it) */
+        redisAsyncCommand(ac, on_hs_info, b, "INFO server");
     }
 }
 
@@ -1403,10 +1430,10 @@ static int lock_call(struct rb *b, enum rkind kind, const char *name, const char
     const char *script = kind == K_LOCK_ACQ     ? acquire_lua
                          : kind == K_LOCK_RENEW ? renew_lua
                                                 : release_lua;
-    const char *argv[12] = {"EVAL",      script,   "4",     lk,      fk,
+    const char *argv[13] = {"EVAL",      script,   "4",     lk,      fk,
                             b->epoch_key, b->wait_key, o->token, ttl, b->epoch,
-                            until,        b->recovery_wait ? "1" : "0"};
-    size_t lens[12] = {4,
+                            until,        b->recovery_wait ? "1" : "0", b->run_id};
+    size_t lens[13] = {4,
                        strlen(script),
                        1,
                        (size_t)ll,
@@ -1417,9 +1444,10 @@ static int lock_call(struct rb *b, enum rkind kind, const char *name, const char
                        tl,
                        strlen(b->epoch),
                        ul,
-                       1};
+                       1,
+                       strlen(b->run_id)};
     list_add(b, o);
-    return send_argv(b, o, 12, argv, lens);
+    return send_argv(b, o, 13, argv, lens);
 }
 
 static int redis_lock_acquire(struct sm_backend *base, const char *name, uint64_t ttl_ms, sm_cb cb,
