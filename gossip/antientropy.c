@@ -32,7 +32,7 @@ void gossip_ae_start(struct sm_node *n)
     gossip_pkt_send(n, &m->addr, &e, SM_PKT_AE, 0);
 }
 
-void gossip_on_digest(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+static void on_digest(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
 {
     if (msg->u.ids.root == crdt_replica_root(n->rep)) {
         n->st.ae_in_sync++;
@@ -61,7 +61,7 @@ void gossip_on_digest(struct sm_node *n, const struct gossip_msg *msg, struct re
  * difference is not just records in flight), our digest rides on the ack and
  * the prober starts the repair. The periodic round (ae_start) only runs while
  * the replica is changing. */
-void gossip_on_root(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+static void on_root(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
 {
     uint64_t now = n->now.mono_ms;
     if (msg->u.ids.root == crdt_replica_root(n->rep)) {
@@ -92,7 +92,7 @@ static int coll_fn(const struct crdt_rec_view *v, void *arg)
     return 0;
 }
 
-void gossip_on_digest_leaves(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+static void on_digest_leaves(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
 {
     uint64_t buf[256];
     unsigned g = msg->u.ids.index;
@@ -165,7 +165,7 @@ static int leaf_send_fn(const struct crdt_rec_view *v, void *arg)
     return 0;
 }
 
-void gossip_on_leaf_ids(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+static void on_leaf_ids(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
 {
     uint64_t mine[256], want[256];
     unsigned leaf = msg->u.ids.index;
@@ -190,8 +190,37 @@ void gossip_on_leaf_ids(struct sm_node *n, const struct gossip_msg *msg, struct 
     }
 }
 
-void gossip_on_want(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
+static void on_want(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp)
 {
     struct leaf_send s = {n, rp, msg->u.ids.ids, msg->u.ids.n_ids, false, NULL, 0, 0, false};
     crdt_replica_foreach_leaf(n->rep, msg->u.ids.index, leaf_send_fn, &s);
+}
+
+/* An anti-entropy message; the answers to a digest exchange go out as
+ * anti-entropy traffic (a root on a ping is answered on the ack). */
+void gossip_on_ae_msg(struct sm_node *n, const struct gossip_msg *m, struct reply *rp)
+{
+    switch (m->type) {
+    case GOSSIP_DIGEST:
+        rp->cls = SM_PKT_AE;
+        on_digest(n, m, rp);
+        break;
+    case GOSSIP_DIGEST_LEAVES:
+        rp->cls = SM_PKT_AE;
+        on_digest_leaves(n, m, rp);
+        break;
+    case GOSSIP_LEAF_IDS:
+        rp->cls = SM_PKT_AE;
+        on_leaf_ids(n, m, rp);
+        break;
+    case GOSSIP_WANT:
+        rp->cls = SM_PKT_AE;
+        on_want(n, m, rp);
+        break;
+    case GOSSIP_IN_SYNC:
+        on_root(n, m, rp);
+        break;
+    default: /* not an anti-entropy message */
+        break;
+    }
 }

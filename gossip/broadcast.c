@@ -329,6 +329,34 @@ void gossip_send_ihave_tick(struct sm_node *n)
     n->n_lazy = 0;
 }
 
+/* An eager push from @p src (message @p i of @p p): a push from a non-peer
+ * re-creates the link (its graft was lost), unless we just dropped it
+ * ourselves and the push crossed our prune: re-adding then would leave a
+ * link only we know about, and such one-sided links pile up. The record's id
+ * goes into the next receipt we expect from the link. */
+void gossip_on_push(struct sm_node *n, const struct gossip_packet *p, size_t i, struct member *src)
+{
+    const struct gossip_msg *m = &p->msgs[i];
+    if (src->peer < 0) {
+        if (!src->unlinked || n->now.mono_ms - src->unlinked > 2000) {
+            gossip_peer_inbound(n, src, true);
+        } else if (i == 0 || p->msgs[0].type == GOSSIP_IHAVE) {
+            /* it still pushes to us: our prune was lost; repeat it
+             * (once per packet), or it would keep a link we do not
+             * have and wait on it for records that never come */
+            struct gossip_enc pe;
+            gossip_pkt_begin(n, &pe, SIZE_MAX);
+            if (gossip_enc_prune(&pe, true) == 0)
+                gossip_pkt_send(n, &src->addr, &pe, SM_PKT_DATA, 0);
+        }
+    }
+    if (src->peer >= 0) {
+        struct peer *pp = &n->peers[src->peer];
+        if (pp->n_rx < RCPT_MAX)
+            n->pids[pp - n->peers].rx[pp->n_rx++] = crdt_rec_digest(&m->u.rec.v);
+    }
+}
+
 void gossip_on_ihave(struct sm_node *n, const struct gossip_msg *msg, struct member *src)
 {
     if (!src) return;

@@ -120,11 +120,14 @@ static void trust_cert(struct sm_node *n, const uint8_t *cert, size_t len, const
     if (rc == 1) gossip_release_pending(n, id, idl);
 }
 
-static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len, bool env_auth)
+/* The packet's header, before its messages: count the packet, decide whether
+ * it is authenticated, take in a stranger, and treat the header as a direct
+ * "alive" from its sender. Returns the sender (NULL: still unknown). */
+static struct member *on_header(struct sm_node *n, const struct gossip_packet *p,
+                                const struct sm_addr *from, size_t req_len, enum sm_pkt_class cls,
+                                bool env_auth, bool *authed)
 {
-    struct gossip_packet *p = &gossip_scratch.in;
     struct member *src = mfind(n, p->sender, p->sender_len);
-    enum sm_pkt_class cls = classify(p);
     n->st.pkts_recv[cls]++;
     n->st.bytes_recv[cls] += req_len;
     n->st.rejected[SM_REJ_UNKNOWN_MSG] += p->n_unknown;
@@ -132,8 +135,7 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
     /* authenticated: the envelope verified it, or (crypto off) it is a live
      * member speaking from its known address; decided before a stranger is
      * added below */
-    bool authed =
-        n->crypto ? env_auth : (src && live_state(src->state) && addr_eq(&src->addr, from));
+    *authed = n->crypto ? env_auth : (src && live_state(src->state) && addr_eq(&src->addr, from));
     /* a stranger talking to us (its join or rumor did not reach us, or our
      * partial view evicted it) becomes a member at the address it spoke from */
     if (!src && p->n_msgs && p->msgs[0].type != GOSSIP_JOIN && p->msgs[0].type != GOSSIP_LEAVE) {
@@ -156,154 +158,114 @@ static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len
         }
     }
     if (src && src->peer >= 0) n->peers[src->peer].confirmed = true;
+    return src;
+}
+
+/* Membership messages (the header's sender is @p p's; @p page: the packet is
+ * a membership page, whose ALIVEs are state transfer rather than news). */
+static void on_member_msg(struct sm_node *n, const struct gossip_packet *p,
+                          const struct gossip_msg *m, struct member *src, bool page)
+{
+    switch (m->type) {
+    case GOSSIP_ALIVE:
+        n->st.rumors_received++;
+        trust_cert(n, m->u.member.cert, m->u.member.cert_len, m->u.member.id, m->u.member.id_len);
+        gossip_on_alive(n, m->u.member.id, m->u.member.id_len, m->u.member.inc, &m->u.member.addr,
+                        src, page ? VIA_PAGE : VIA_RUMOR);
+        break;
+    case GOSSIP_SUSPECT:
+        gossip_on_suspect(n, m->u.member.id, m->u.member.id_len, m->u.member.inc, m->u.member.from,
+                          m->u.member.from_len, src);
+        break;
+    case GOSSIP_DEAD:
+    case GOSSIP_LEAVE:
+        gossip_on_dead(n, (uint8_t)m->type, m->u.member.id, m->u.member.id_len, m->u.member.inc,
+                       m->u.member.from ? m->u.member.from : p->sender,
+                       m->u.member.from ? m->u.member.from_len : p->sender_len, src);
+        break;
+    default: /* not a membership message */
+        break;
+    }
+}
+
+/* Message @p i of @p p, to its handler. A join makes its sender a member:
+ * *@p srcp is updated for the messages after it. */
+static void dispatch(struct sm_node *n, const struct gossip_packet *p, size_t i,
+                     struct member **srcp, const struct sm_addr *from, bool authed, bool page,
+                     struct reply *rp)
+{
+    const struct gossip_msg *m = &p->msgs[i];
+    struct member *src = *srcp;
+    switch (m->type) {
+    case GOSSIP_PING:
+        gossip_on_ping(n, m, rp);
+        break;
+    case GOSSIP_ACK:
+        gossip_on_ack(n, m);
+        break;
+    case GOSSIP_NACK:
+        gossip_on_nack(n, m);
+        break;
+    case GOSSIP_PING_REQ:
+        gossip_on_ping_req(n, m, from, authed);
+        break;
+    case GOSSIP_ALIVE:
+    case GOSSIP_SUSPECT:
+    case GOSSIP_DEAD:
+    case GOSSIP_LEAVE:
+        on_member_msg(n, p, m, src, page);
+        break;
+    case GOSSIP_JOIN:
+        trust_cert(n, m->u.join.cert, m->u.join.cert_len, p->sender, p->sender_len);
+        *srcp = gossip_on_join(n, p, src, m, from, rp);
+        break;
+    case GOSSIP_SYNC_REQ:
+        gossip_send_page(n, rp, m->u.join.cursor, src);
+        break;
+    case GOSSIP_SYNC_PAGE:
+        gossip_on_sync_page(n, m, from);
+        break;
+    case GOSSIP_REC:
+        if (m->u.rec.kind == GOSSIP_RK_EAGER && src) gossip_on_push(n, p, i, src);
+        gossip_on_record(n, m, src);
+        break;
+    case GOSSIP_IHAVE:
+        if (m->u.ids.round == GOSSIP_ROUND_RECEIPT)
+            gossip_on_receipt(n, m, src);
+        else
+            gossip_on_ihave(n, m, src);
+        break;
+    case GOSSIP_GRAFT:
+        gossip_on_graft(n, m, src, from);
+        break;
+    case GOSSIP_PRUNE:
+        gossip_on_prune(n, m, src);
+        break;
+    case GOSSIP_DIGEST:
+    case GOSSIP_DIGEST_LEAVES:
+    case GOSSIP_LEAF_IDS:
+    case GOSSIP_WANT:
+    case GOSSIP_IN_SYNC:
+        gossip_on_ae_msg(n, m, rp);
+        break;
+    case GOSSIP_WHOIS:
+        gossip_on_whois(n, m, rp);
+        break;
+    }
+}
+
+static int process(struct sm_node *n, const struct sm_addr *from, size_t req_len, bool env_auth)
+{
+    struct gossip_packet *p = &gossip_scratch.in;
+    enum sm_pkt_class cls = classify(p);
+    bool authed;
+    struct member *src = on_header(n, p, from, req_len, cls, env_auth, &authed);
     n->accused_now = false;
     bool page = p->n_msgs && p->msgs[0].type == GOSSIP_SYNC_PAGE;
-    /* joined: a seed answered, and that seed is itself joined (else we would
-     * only be part of its island); when every seed lists the others and none
-     * is rooted, an answer counts after a while anyway */
-    if (page && (n->crypto ? env_auth : true) && !n->seed_heard &&
-        (p->msgs[0].u.join.rooted || n->rejoin_tries >= 15))
-        for (size_t i = 0; i < n->n_seeds && !n->seed_heard; i++)
-            if (addr_eq(from, &n->seeds[i])) {
-                n->seed_heard = n->sync_walk = true;
-                /* those who joined through us while we were not rooted wait
-                 * for a rooted answer: give it now rather than at their next
-                 * retry, so rooting runs down a chain of joins at network
-                 * speed instead of one retry period per hop */
-                for (size_t k = 0; k < n->n_early; k++) {
-                    struct reply er = {
-                        .n = n, .to = &n->early[k], .budget = SIZE_MAX, .cls = SM_PKT_MEMBER};
-                    gossip_send_page(n, &er, 0, NULL);
-                }
-                n->n_early = 0;
-            }
+    if (page) gossip_on_seed_page(n, p, from, env_auth);
     struct reply rp = {.n = n, .to = from, .budget = authed ? SIZE_MAX : req_len, .cls = cls};
 
-    for (size_t i = 0; i < p->n_msgs; i++) {
-        const struct gossip_msg *m = &p->msgs[i];
-        switch (m->type) {
-        case GOSSIP_PING:
-            gossip_on_ping(n, m, &rp);
-            break;
-        case GOSSIP_ACK:
-            gossip_on_ack(n, m);
-            break;
-        case GOSSIP_NACK:
-            gossip_on_nack(n, m);
-            break;
-        case GOSSIP_PING_REQ:
-            gossip_on_ping_req(n, m, from, authed);
-            break;
-        case GOSSIP_ALIVE:
-            n->st.rumors_received++;
-            trust_cert(n, m->u.member.cert, m->u.member.cert_len, m->u.member.id,
-                       m->u.member.id_len);
-            gossip_on_alive(n, m->u.member.id, m->u.member.id_len, m->u.member.inc,
-                            &m->u.member.addr, src, page ? VIA_PAGE : VIA_RUMOR);
-            break;
-        case GOSSIP_SUSPECT:
-            gossip_on_suspect(n, m->u.member.id, m->u.member.id_len, m->u.member.inc,
-                              m->u.member.from, m->u.member.from_len, src);
-            break;
-        case GOSSIP_DEAD:
-        case GOSSIP_LEAVE:
-            gossip_on_dead(n, (uint8_t)m->type, m->u.member.id, m->u.member.id_len, m->u.member.inc,
-                           m->u.member.from ? m->u.member.from : p->sender,
-                           m->u.member.from ? m->u.member.from_len : p->sender_len, src);
-            break;
-        case GOSSIP_JOIN:
-            trust_cert(n, m->u.join.cert, m->u.join.cert_len, p->sender, p->sender_len);
-            if (is_self_id(n, p->sender, p->sender_len)) break;
-            if (!src || p->sender_inc > src->inc) {
-                gossip_on_alive(n, p->sender, p->sender_len, p->sender_inc, &m->u.join.addr, NULL,
-                                VIA_JOIN);
-                src = mfind(n, p->sender, p->sender_len);
-            }
-            rp.to = from;
-            gossip_send_page(n, &rp, 0, src);
-            if (!n->seed_heard && n->n_early < EARLY_MAX) {
-                bool dup = false;
-                for (size_t k = 0; k < n->n_early && !dup; k++) dup = addr_eq(&n->early[k], from);
-                if (!dup) n->early[n->n_early++] = *from;
-            }
-            break;
-        case GOSSIP_SYNC_REQ:
-            gossip_send_page(n, &rp, m->u.join.cursor, src);
-            break;
-        case GOSSIP_SYNC_PAGE:
-            if (m->u.join.cursor && n->sync_walk) {
-                struct gossip_enc e;
-                gossip_pkt_begin(n, &e, SIZE_MAX);
-                size_t cap = e.cap;
-                /* padding keeps an unauthenticated answer no larger than its
-                 * request; with the envelope every packet is authenticated */
-                size_t pad = !n->crypto && cap > e.len + 24 ? cap - e.len - 24 : 0;
-                while (gossip_enc_sync(&e, GOSSIP_SYNC_REQ, m->u.join.cursor, pad) != 0 && pad)
-                    pad = pad > 16 ? pad - 16 : 0;
-                gossip_pkt_send(n, from, &e, SM_PKT_MEMBER, 0);
-            }
-            break;
-        case GOSSIP_REC:
-            /* a push from a non-peer re-creates the link (its graft was
-             * lost), unless we just dropped it ourselves and the push
-             * crossed our prune: re-adding then would leave a link only
-             * we know about, and such one-sided links pile up */
-            if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer < 0) {
-                if (!src->unlinked || n->now.mono_ms - src->unlinked > 2000) {
-                    gossip_peer_inbound(n, src, true);
-                } else if (i == 0 || p->msgs[0].type == GOSSIP_IHAVE) {
-                    /* it still pushes to us: our prune was lost; repeat it
-                     * (once per packet), or it would keep a link we do not
-                     * have and wait on it for records that never come */
-                    struct gossip_enc pe;
-                    gossip_pkt_begin(n, &pe, SIZE_MAX);
-                    if (gossip_enc_prune(&pe, true) == 0)
-                        gossip_pkt_send(n, &src->addr, &pe, SM_PKT_DATA, 0);
-                }
-            }
-            if (m->u.rec.kind == GOSSIP_RK_EAGER && src && src->peer >= 0) {
-                struct peer *pp = &n->peers[src->peer];
-                if (pp->n_rx < RCPT_MAX)
-                    n->pids[pp - n->peers].rx[pp->n_rx++] = crdt_rec_digest(&m->u.rec.v);
-            }
-            gossip_on_record(n, m, src);
-            break;
-        case GOSSIP_IHAVE:
-            if (m->u.ids.round == GOSSIP_ROUND_RECEIPT)
-                gossip_on_receipt(n, m, src);
-            else
-                gossip_on_ihave(n, m, src);
-            break;
-        case GOSSIP_GRAFT:
-            gossip_on_graft(n, m, src, from);
-            break;
-        case GOSSIP_PRUNE:
-            gossip_on_prune(n, m, src);
-            break;
-        case GOSSIP_DIGEST:
-            rp.cls = SM_PKT_AE;
-            gossip_on_digest(n, m, &rp);
-            break;
-        case GOSSIP_DIGEST_LEAVES:
-            rp.cls = SM_PKT_AE;
-            gossip_on_digest_leaves(n, m, &rp);
-            break;
-        case GOSSIP_LEAF_IDS:
-            rp.cls = SM_PKT_AE;
-            gossip_on_leaf_ids(n, m, &rp);
-            break;
-        case GOSSIP_WANT:
-            rp.cls = SM_PKT_AE;
-            gossip_on_want(n, m, &rp);
-            break;
-        case GOSSIP_IN_SYNC:
-            gossip_on_root(n, m, &rp);
-            break;
-        case GOSSIP_WHOIS:
-            gossip_on_whois(n, m, &rp);
-            break;
-        }
-    }
+    for (size_t i = 0; i < p->n_msgs; i++) dispatch(n, p, i, &src, from, authed, page, &rp);
     /* an ack (or any reply) carries piggybacked rumors */
     if (rp.open && rp.cls == SM_PKT_PROBE) gossip_piggyback(n, &rp.e);
     gossip_reply_flush(&rp);
@@ -388,6 +350,28 @@ void gossip_recompute_next(struct sm_node *n)
     n->next = t;
 }
 
+/* Every MAINT_MS: reaping, probing the dead, rejoining and membership
+ * pulls, peer set upkeep. */
+static void maint_tick(struct sm_node *n, uint64_t t)
+{
+    n->t_maint = on_grid(n, t + MAINT_MS);
+    gossip_reap_dead(n);
+    if (t >= n->t_dead_probe) {
+        gossip_dead_probe(n);
+        n->t_dead_probe = t + n->cfg.dead_probe_interval_ms;
+    }
+    gossip_rejoin_tick(n, t);
+    gossip_sync_tick(n, t);
+    if (t >= n->t_shuffle) {
+        gossip_shuffle(n);
+        n->t_shuffle = t + n->cfg.shuffle_interval_ms;
+    }
+    gossip_peers_fill(n);
+    gossip_links_check(n);
+    if (n->crypto) smc_pending_expire(n->crypto, n->now.wall_ms);
+    n->st.local_health = n->lh;
+}
+
 void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
 {
     if (n->left) return;
@@ -414,59 +398,7 @@ void sm_node_on_timeout(struct sm_node *n, struct sm_time now)
             gossip_ae_start(n);
         n->t_ae = on_grid(n, t + n->cfg.ae_interval_ms);
     }
-    if (t >= n->t_maint) {
-        n->t_maint = on_grid(n, t + MAINT_MS);
-        gossip_reap_dead(n);
-        if (t >= n->t_dead_probe) {
-            gossip_dead_probe(n);
-            n->t_dead_probe = t + n->cfg.dead_probe_interval_ms;
-        }
-        /* alone, or only found by others: a node whose join was lost and
-         * that others then joined through would otherwise stay an island
-         * with them; retry until a seed answers (backing off while we are
-         * not alone, in case the seeds are gone for good) */
-        bool alone = n->n_alive_other == 0;
-        if ((alone || !n->seed_heard) && n->n_seeds && t >= n->t_rejoin) {
-            for (size_t i = 0; i < n->n_seeds; i++) gossip_send_join(n, &n->seeds[i]);
-            /* not alone: only the answer that roots us is worth a walk */
-            n->sync_walk = alone;
-            if (alone || ++n->rejoin_tries < 15) {
-                n->rejoin_wait = n->cfg.rejoin_interval_ms;
-            } else if (n->rejoin_wait < 60000) {
-                n->rejoin_wait *= 2;
-            }
-            n->t_rejoin = t + n->rejoin_wait;
-        }
-        if (t >= n->t_sync) {
-            /* membership pull from a random member: fills the view quickly
-             * after a join storm, then keeps partial views fresh */
-            struct member *m = gossip_random_live(n, true);
-            if (m) {
-                /* the first pulls after a join walk the peer's whole list;
-                 * later ones take one page from a random place: enough to
-                 * keep views mixing, and a walk of 1,000 members every
-                 * minute would be most of a quiet node's traffic */
-                n->sync_walk = n->sync_every <= SYNC_WALK_MS;
-                uint32_t cursor = n->sync_walk ? 0 : (uint32_t)(1 + rng_below(n, n->n_members));
-                struct gossip_enc e;
-                gossip_pkt_begin(n, &e, SIZE_MAX);
-                size_t pad = !n->crypto && e.cap > e.len + 24 ? e.cap - e.len - 24 : 0;
-                while (gossip_enc_sync(&e, GOSSIP_SYNC_REQ, cursor, pad) != 0 && pad)
-                    pad = pad > 16 ? pad - 16 : 0;
-                gossip_pkt_send(n, &m->addr, &e, SM_PKT_MEMBER, 0);
-            }
-            n->t_sync = t + n->sync_every;
-            if (n->sync_every < 60000) n->sync_every *= 2;
-        }
-        if (t >= n->t_shuffle) {
-            gossip_shuffle(n);
-            n->t_shuffle = t + n->cfg.shuffle_interval_ms;
-        }
-        gossip_peers_fill(n);
-        gossip_links_check(n);
-        if (n->crypto) smc_pending_expire(n->crypto, now.wall_ms);
-        n->st.local_health = n->lh;
-    }
+    if (t >= n->t_maint) maint_tick(n, t);
     gossip_fresh_flush(n);
     gossip_recompute_next(n);
 }

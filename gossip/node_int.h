@@ -440,6 +440,7 @@ void gossip_on_ihave(struct sm_node *n, const struct gossip_msg *msg, struct mem
 void gossip_missing_tick(struct sm_node *n);
 void gossip_on_graft(struct sm_node *n, const struct gossip_msg *msg, struct member *src,
                      const struct sm_addr *from);
+void gossip_on_push(struct sm_node *n, const struct gossip_packet *p, size_t i, struct member *src);
 void gossip_on_prune(struct sm_node *n, const struct gossip_msg *msg, struct member *src);
 void gossip_shuffle(struct sm_node *n);
 
@@ -450,11 +451,7 @@ void gossip_on_whois(struct sm_node *n, const struct gossip_msg *msg, struct rep
 
 /* antientropy.c: hierarchical-digest repair */
 void gossip_ae_start(struct sm_node *n);
-void gossip_on_digest(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp);
-void gossip_on_root(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp);
-void gossip_on_digest_leaves(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp);
-void gossip_on_leaf_ids(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp);
-void gossip_on_want(struct sm_node *n, const struct gossip_msg *msg, struct reply *rp);
+void gossip_on_ae_msg(struct sm_node *n, const struct gossip_msg *m, struct reply *rp);
 
 /* probe.c: SWIM probing: ping, indirect ping-req, ack/nack, relays */
 void gossip_send_ping(struct sm_node *n, struct member *t, uint32_t seq, bool notice_dead);
@@ -471,6 +468,14 @@ void gossip_dead_probe(struct sm_node *n);
 
 /* join.c: join and membership sync pages */
 void gossip_send_join(struct sm_node *n, const struct sm_addr *to);
+void gossip_on_seed_page(struct sm_node *n, const struct gossip_packet *p,
+                         const struct sm_addr *from, bool env_auth);
+struct member *gossip_on_join(struct sm_node *n, const struct gossip_packet *p, struct member *src,
+                              const struct gossip_msg *m, const struct sm_addr *from,
+                              struct reply *rp);
+void gossip_on_sync_page(struct sm_node *n, const struct gossip_msg *m, const struct sm_addr *from);
+void gossip_rejoin_tick(struct sm_node *n, uint64_t t);
+void gossip_sync_tick(struct sm_node *n, uint64_t t);
 void gossip_send_page(struct sm_node *n, struct reply *rp, uint32_t cursor, struct member *asker);
 
 /* node.c: receive, timers, lifecycle */

@@ -21,6 +21,90 @@ static struct recent *recent_add(struct sm_node *n, uint64_t id, unsigned leaf, 
     return r;
 }
 
+/* A record we hold already (or newer): note that @p src holds it too, and
+ * prune the link when this is a second eager copy. */
+static void on_duplicate(struct sm_node *n, struct recent *dup, uint64_t id, uint8_t kind,
+                         struct member *src)
+{
+    n->st.records_duplicate++;
+    struct recent *r = dup ? dup : recent_find(n, id);
+    if (r && src && src->peer >= 0) r->knows |= 1u << src->peer;
+    if (n->cfg.prune && kind == GOSSIP_RK_EAGER && src && src->peer >= 0 &&
+        n->peers[src->peer].eager) {
+        /* a second eager copy: this link is redundant in the tree */
+        n->peers[src->peer].eager = false;
+        struct gossip_enc e;
+        gossip_pkt_begin(n, &e, SIZE_MAX);
+        if (gossip_enc_prune(&e, false) == 0) {
+            gossip_pkt_send(n, &src->addr, &e, SM_PKT_DATA, 0);
+            n->st.prunes++;
+        }
+    }
+}
+
+/* A copy of the record @p ov that a merge is about to replace, for the
+ * on_record callback (the view dies in the merge): in the thread's scratch
+ * when it fits, else malloc'ed. Returns the buffer (NULL: out of memory, no
+ * copy), *@p oldv pointing into it. */
+static uint8_t *keep_old(const struct crdt_rec_view *ov, struct crdt_rec_view *oldv)
+{
+    size_t need = ov->key_len + ov->value_len + ov->origin_len + CRDT_SIG_LEN;
+    uint8_t *oldbuf = need <= sizeof(gossip_scratch.old) ? gossip_scratch.old : malloc(need);
+    if (!oldbuf) return NULL;
+    *oldv = *ov;
+    uint8_t *p = oldbuf;
+    memcpy(p, ov->key, ov->key_len);
+    oldv->key = (const char *)p;
+    p += ov->key_len;
+    if (ov->value) {
+        memcpy(p, ov->value, ov->value_len);
+        oldv->value = p;
+        p += ov->value_len;
+    }
+    memcpy(p, ov->origin, ov->origin_len);
+    oldv->origin = (const char *)p;
+    p += ov->origin_len;
+    if (ov->sig) {
+        memcpy(p, ov->sig, CRDT_SIG_LEN);
+        oldv->sig = p;
+    }
+    return oldbuf;
+}
+
+/* A new record came from @p src: the peer knows it, and the link it first
+ * arrived on belongs to the tree. */
+static void tree_link(struct sm_node *n, struct recent *r, uint8_t kind, struct member *src)
+{
+    if (!src || src->peer < 0) return;
+    r->knows |= 1u << src->peer;
+    /* Plumtree: the link a message first arrives on belongs to the tree.
+     * If we had pruned it, our prune may have crossed this message: tell
+     * the peer to keep pushing to us (an empty graft). */
+    struct peer *pp = &n->peers[src->peer];
+    if (kind != GOSSIP_RK_AE && !pp->eager) {
+        pp->eager = true;
+        struct gossip_enc e;
+        size_t w;
+        gossip_pkt_begin(n, &e, SIZE_MAX);
+        if (gossip_enc_ids(&e, GOSSIP_GRAFT, 0, 0, NULL, 0, &w) == 0)
+            gossip_pkt_send(n, &src->addr, &e, SM_PKT_DATA, 0);
+    }
+}
+
+/* The on_record callback, with the record as the replica now holds it. */
+static void notify_record(struct sm_node *n, const struct crdt_rec_view *v,
+                          const struct crdt_rec_view *old)
+{
+    const struct crdt_rec *now = crdt_replica_find(n->rep, v->key, v->key_len);
+    struct crdt_rec_view nv;
+    if (now) {
+        crdt_rec_view(n->rep, now, &nv);
+        n->busy++;
+        n->cfg.cb.on_record(n->cfg.ud, &nv, old);
+        n->busy--;
+    }
+}
+
 /* Merge a verified remote (or pending-released) record. Returns 1 when new. */
 static int merge_in(struct sm_node *n, const struct crdt_rec_view *v, uint8_t kind, uint8_t round,
                     struct member *src)
@@ -34,50 +118,12 @@ static int merge_in(struct sm_node *n, const struct crdt_rec_view *v, uint8_t ki
     struct crdt_rec_view ov;
     uint8_t *oldbuf = NULL;
     struct crdt_rec_view oldv;
-    bool have_old = false;
     if (cur) crdt_rec_view(n->rep, cur, &ov);
     if (dup || (cur && crdt_order_cmp(v, &ov) <= 0)) {
-        n->st.records_duplicate++;
-        struct recent *r = dup ? dup : recent_find(n, id);
-        if (r && src && src->peer >= 0) r->knows |= 1u << src->peer;
-        if (n->cfg.prune && kind == GOSSIP_RK_EAGER && src && src->peer >= 0 &&
-            n->peers[src->peer].eager) {
-            /* a second eager copy: this link is redundant in the tree */
-            n->peers[src->peer].eager = false;
-            struct gossip_enc e;
-            gossip_pkt_begin(n, &e, SIZE_MAX);
-            if (gossip_enc_prune(&e, false) == 0) {
-                gossip_pkt_send(n, &src->addr, &e, SM_PKT_DATA, 0);
-                n->st.prunes++;
-            }
-        }
+        on_duplicate(n, dup, id, kind, src);
         return 0;
     }
-    if (cur && n->cfg.cb.on_record) {
-        /* keep the replaced record for the callback (the view dies in merge) */
-        size_t need = ov.key_len + ov.value_len + ov.origin_len + CRDT_SIG_LEN;
-        oldbuf = need <= sizeof(gossip_scratch.old) ? gossip_scratch.old : malloc(need);
-        if (oldbuf) {
-            oldv = ov;
-            uint8_t *p = oldbuf;
-            memcpy(p, ov.key, ov.key_len);
-            oldv.key = (const char *)p;
-            p += ov.key_len;
-            if (ov.value) {
-                memcpy(p, ov.value, ov.value_len);
-                oldv.value = p;
-                p += ov.value_len;
-            }
-            memcpy(p, ov.origin, ov.origin_len);
-            oldv.origin = (const char *)p;
-            p += ov.origin_len;
-            if (ov.sig) {
-                memcpy(p, ov.sig, CRDT_SIG_LEN);
-                oldv.sig = p;
-            }
-            have_old = true;
-        }
-    }
+    if (cur && n->cfg.cb.on_record) oldbuf = keep_old(&ov, &oldv);
     int rc = crdt_replica_merge(n->rep, v);
     if (rc != 1) {
         if (oldbuf && oldbuf != gossip_scratch.old) free(oldbuf);
@@ -87,36 +133,12 @@ static int merge_in(struct sm_node *n, const struct crdt_rec_view *v, uint8_t ki
     n->st.records_merged++;
     n->last_change = n->now.mono_ms;
     unsigned leaf = (unsigned)(crdt_key_hash(v->key, v->key_len) & (CRDT_DIGEST_LEAVES - 1));
-    struct recent *r = recent_add(n, id, leaf, round);
-    if (src && src->peer >= 0) {
-        r->knows |= 1u << src->peer;
-        /* Plumtree: the link a message first arrives on belongs to the tree.
-         * If we had pruned it, our prune may have crossed this message: tell
-         * the peer to keep pushing to us (an empty graft). */
-        struct peer *pp = &n->peers[src->peer];
-        if (kind != GOSSIP_RK_AE && !pp->eager) {
-            pp->eager = true;
-            struct gossip_enc e;
-            size_t w;
-            gossip_pkt_begin(n, &e, SIZE_MAX);
-            if (gossip_enc_ids(&e, GOSSIP_GRAFT, 0, 0, NULL, 0, &w) == 0)
-                gossip_pkt_send(n, &src->addr, &e, SM_PKT_DATA, 0);
-        }
-    }
+    tree_link(n, recent_add(n, id, leaf, round), kind, src);
     gossip_missing_drop(n, id);
     uint8_t nround = round < 255 ? round + 1 : 255;
     gossip_fresh_add(n, v, nround, src);
     gossip_lazy_add(n, id, nround);
-    if (n->cfg.cb.on_record) {
-        const struct crdt_rec *now = crdt_replica_find(n->rep, v->key, v->key_len);
-        struct crdt_rec_view nv;
-        if (now) {
-            crdt_rec_view(n->rep, now, &nv);
-            n->busy++;
-            n->cfg.cb.on_record(n->cfg.ud, &nv, have_old ? &oldv : NULL);
-            n->busy--;
-        }
-    }
+    if (n->cfg.cb.on_record) notify_record(n, v, oldbuf ? &oldv : NULL);
     if (oldbuf && oldbuf != gossip_scratch.old) free(oldbuf);
     return 1;
 }
